@@ -1,0 +1,195 @@
+"""The `onet-llm` command line. Thin: parse options, build settings, call the library, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onet_llm import ONET_ATTRIBUTION, __version__
+from onet_llm.errors import OnetLLMError
+from onet_llm.settings import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Code job postings to O*NET-SOC occupations (O*NET 30.1).",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Embedding model: 'default', 'base' or a model folder."),
+]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Cache folder (default $ONET_LLM_HOME or ~/.cache/onet-llm)."),
+]
+
+
+def fail(error: OnetLLMError) -> typer.Exit:
+    """One line on stderr, exit code 1: user errors never show a traceback."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def _rows_per_second(progress: Progress) -> str:
+    task = progress.tasks[0]
+    return f"{task.speed or 0:,.0f} rows/s"
+
+
+@app.command()
+def label(
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Postings: .csv, .parquet or .jsonl")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Default: INPUT-stem.labels.csv beside the input."),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels per posting.")] = 5,
+    shortlist_size: Annotated[
+        int, typer.Option("--shortlist-size", help="Candidates from the index.")
+    ] = 20,
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id-column", help="Default: 'id' if present, else the row number."),
+    ] = None,
+    title_column: Annotated[str, typer.Option("--title-column")] = "title",
+    body_column: Annotated[str, typer.Option("--body-column", help="Optional column.")] = "body",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="Rows read, labelled and committed at a time.")
+    ] = 1000,
+    skip_bad_rows: Annotated[
+        bool,
+        typer.Option("--skip-bad-rows", help="Keep going past empty rows (marked source=error)."),
+    ] = False,
+    model: ModelOption = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB store (default $ONET_LLM_HOME/store.duckdb)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Label each posting with its top K O*NET occupations."""
+    from onet_llm.pipeline import LabelOptions, check_input, label_file, open_labeler
+    from onet_llm.store import Store
+
+    settings = Settings.load(home=home, embedding_model=model, store_path=store)
+    try:
+        options = LabelOptions(
+            top_k=top_k,
+            shortlist_size=shortlist_size,
+            id_column=id_column,
+            title_column=title_column,
+            body_column=body_column,
+            chunk_size=chunk_size,
+            skip_bad_rows=skip_bad_rows,
+        )
+        check_input(input_path, output, options)
+        with err_console.status("loading model and index (first run builds the index, ~2 min)"):
+            labeler, index_key = open_labeler(settings.embedding_model, settings.index_cache_dir)
+        with (
+            Store(settings.resolved_store_path) as run_store,
+            Progress(
+                TextColumn("labelling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as progress,
+        ):
+            task = progress.add_task("label", total=None, rate="")
+
+            def on_progress(done: int, total: int | None) -> None:
+                progress.update(task, completed=done, total=total, rate=_rows_per_second(progress))
+
+            summary = label_file(
+                labeler,
+                run_store,
+                input_path,
+                output,
+                options,
+                {"model": labeler.encoder.model_id},
+                index_key,
+                on_progress,
+            )
+    except OnetLLMError as error:
+        raise fail(error) from None
+    resumed = f" (resumed after row {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(
+        f"labelled {summary.rows} rows in {summary.seconds:.1f}s{resumed} -> {summary.output_path}"
+    )
+    console.print(f"run {summary.run_id}; sources: {summary.sources}")
+    if summary.top_codes:
+        table = Table("top-1 code", "occupation", "rows", title="most frequent top-1 labels")
+        for code, title, count in summary.top_codes:
+            table.add_row(code, title, str(count))
+        console.print(table)
+
+
+@app.command()
+def search(
+    text: Annotated[
+        str, typer.Argument(help="A job title, optionally followed by text from the posting.")
+    ],
+    shortlist_size: Annotated[int, typer.Option("--shortlist-size", "-n")] = 20,
+    body: Annotated[str, typer.Option("--body", help="Posting body, if any.")] = "",
+    model: ModelOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Print the shortlist for one posting."""
+    from onet_llm.pipeline import open_labeler
+
+    settings = Settings.load(home=home, embedding_model=model)
+    try:
+        labeler, _ = open_labeler(settings.embedding_model, settings.index_cache_dir)
+    except OnetLLMError as error:
+        raise fail(error) from None
+    shortlist = labeler.shortlist([text], [body], shortlist_size)[0]
+    table = Table("#", "O*NET code", "occupation", "score", title=f"shortlist for {text!r}")
+    for rank, candidate in enumerate(shortlist, start=1):
+        table.add_row(
+            str(rank), candidate.onet_code, candidate.onet_title, f"{candidate.score:.3f}"
+        )
+    console.print(table)
+
+
+@app.command()
+def about() -> None:
+    """Version, model, data sources and the O*NET attribution."""
+    from onet_llm.encoder import resolve_model_path
+    from onet_llm.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    console.print(f"onet-llm {__version__}")
+    console.print(f"taxonomy: O*NET 30.1, {len(taxonomy)} occupations ({taxonomy.fingerprint})")
+    console.print(f"default embedding model: {resolve_model_path('default')}")
+    console.print(ONET_ATTRIBUTION, highlight=False)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        console.print(f"onet-llm {__version__}")
+        console.print(ONET_ATTRIBUTION, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Code job postings to O*NET-SOC occupations (O*NET 30.1)."""
+
+
+if __name__ == "__main__":
+    app()

@@ -162,6 +162,18 @@ def search(
     console.print(table)
 
 
+# -- LLM commands (ledger, ...): issue 6 -------------------------------------------------------
+
+
+# -- train command: issue 3 --------------------------------------------------------------------
+
+
+# -- eval command: issue 4 ---------------------------------------------------------------------
+
+
+# -- review commands: issue 5 ------------------------------------------------------------------
+
+
 @app.command()
 def about() -> None:
     """Version, model, data sources and the O*NET attribution."""

@@ -61,7 +61,10 @@ def m001_runs(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_runs]
+# m002_llm_calls (issue 6) and m003_review_decisions (issue 5) are reserved names.
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
+    m001_runs,
+]
 
 
 def apply_migrations(db: duckdb.DuckDBPyConnection) -> list[str]:

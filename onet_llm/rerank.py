@@ -303,7 +303,7 @@ class TransportPolicy:
         self.max_retries = settings.llm_max_retries
         self.rate_limit_retries = settings.llm_rate_limit_retries
         self.backoff = wait_exponential_jitter(
-            initial=settings.llm_backoff_initial_s, max=settings.llm_backoff_max_s
+            multiplier=settings.llm_backoff_initial_s, max=settings.llm_backoff_max_s
         )
 
     def retrying(self, retries: dict[str, int]) -> Retrying:

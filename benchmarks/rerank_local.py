@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +56,9 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--orders", default="embedding,shuffle")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=600.0, help="Stop starting new ads after this."
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=REPO / "eval/rerank_qwen1.5b")
     args = parser.parse_args()
@@ -80,105 +82,137 @@ def main() -> None:
         "model_file": model_path.name,
         "shortlist_size": args.shortlist_size,
         "top_k": args.top_k,
-        "ids": ads["id"].tolist(),
+        "all_ids": ads["id"].tolist(),
         "shortlist_recall": round(
             sum(g in [c.onet_code for c in s] for g, s in zip(golds, shortlists, strict=True))
             / len(golds),
             3,
         ),
-        "embedding_only": summarise(embedding_predictions, golds),
-        "hybrid": {},
     }
     store_path = args.cache / "rerank_bench.duckdb"
+    orders = args.orders.split(",")
+    deadline = time.monotonic() + args.budget_minutes * 60
+    results: dict[str, list] = {order: [] for order in orders}
     with local_llm_server(model_path, threads=args.threads) as base_url, Store(store_path) as store:
-        for order in args.orders.split(","):
-            settings = replace(
-                base,
-                openai_base_url=base_url,
-                llm_model=model_name,
-                candidate_order=order,
-                llm_concurrency=1,
-                llm_timeout_s=600.0,
-                llm_max_tokens=400,
+        rerankers = {
+            order: Reranker(
+                replace(
+                    base,
+                    openai_base_url=base_url,
+                    llm_model=model_name,
+                    candidate_order=order,
+                    llm_concurrency=1,
+                    llm_timeout_s=900.0,
+                    llm_max_tokens=400,
+                ),
+                store,
+                labeler.taxonomy,
             )
-            reranker = Reranker(settings, store, labeler.taxonomy)
-            started = time.perf_counter()
-            results = []
-            for number, (posting, shortlist) in enumerate(
-                zip(postings, shortlists, strict=True), 1
-            ):
-                result = reranker.rerank([posting], [shortlist], args.top_k)[0]
-                results.append(result)
+            for order in orders
+        }
+        # Orders interleave ad by ad, so a run cut short by the time budget still compares
+        # both on the same ads; figures are rewritten after every ad.
+        for number, (posting, shortlist) in enumerate(zip(postings, shortlists, strict=True)):
+            if time.monotonic() > deadline:
+                print(f"time budget spent after {number} ads", flush=True)
+                break
+            for order in orders:
+                result = rerankers[order].rerank([posting], [shortlist], args.top_k)[0]
+                results[order].append(result)
                 print(
-                    f"{order} {number}/{len(postings)} {result.source} "
-                    f"{result.latency_s:.1f}s cached={result.cached} "
-                    f"gold={golds[number - 1]} got={result.labels[0]['onet_code']}",
+                    f"ad {number + 1}/{len(postings)} {order}: {result.source} "
+                    f"{result.latency_s:.1f}s cached={result.cached} gold={golds[number]} "
+                    f"llm={result.labels[0]['onet_code']} "
+                    f"embedding={embedding_predictions[number][0]}",
                     flush=True,
                 )
-            hybrid_predictions = [[label["onet_code"] for label in r.labels] for r in results]
-            called = [r for r in results if not r.cached]
-            cascade = {}
-            for margin in MARGINS:
-                mixed = [
-                    hybrid if is_uncertain(shortlist, margin) else embedding
-                    for hybrid, embedding, shortlist in zip(
-                        hybrid_predictions, embedding_predictions, shortlists, strict=True
-                    )
-                ]
-                sent = sum(is_uncertain(s, margin) for s in shortlists)
-                cascade[f"margin_{margin}"] = {
-                    "rows_sent": sent,
-                    **summarise(mixed, golds)["onet"],
-                }
-            ranks = hit_ranks(hybrid_predictions, golds)
-            report["hybrid"][order] = {
-                "accuracy": summarise(hybrid_predictions, golds),
-                "sources": {
-                    source: sum(r.source == source for r in results)
-                    for source in ("llm", "fallback")
-                },
-                "errors": sorted({r.error for r in results if r.error}),
-                "calls_this_run": len(called),
-                "cache_hits_this_run": len(results) - len(called),
-                "tokens_in": sum(r.tokens_in for r in results),
-                "tokens_out": sum(r.tokens_out for r in results),
-                "http_requests": sum(r.attempts for r in results),
-                "validation_retries": sum(r.validation_retries for r in results),
-                "median_latency_s": round(statistics.median(r.latency_s for r in called), 2)
-                if called
-                else None,
-                "wall_s": round(time.perf_counter() - started, 1),
-                "top1_changed_vs_embedding": sum(
-                    h[0] != e[0]
-                    for h, e in zip(hybrid_predictions, embedding_predictions, strict=True)
-                ),
-                "first_hit_ranks": ranks,
-                "cascade_uncertain": cascade,
+            write_report(
+                report,
+                results,
+                golds,
+                embedding_predictions,
+                shortlists,
+                store,
+                model_name,
+                args.out,
+            )
+    print(render(report))
+
+
+def write_report(
+    report: dict,
+    results: dict[str, list],
+    all_golds: list[str],
+    all_embedding: list[list[str]],
+    all_shortlists: list,
+    store: Store,
+    model_name: str,
+    out: Path,
+) -> None:
+    done = min(len(r) for r in results.values())
+    golds, embedding_predictions = all_golds[:done], all_embedding[:done]
+    shortlists = all_shortlists[:done]
+    report["ads_measured"] = done
+    report["ids"] = report["all_ids"][:done]
+    report["embedding_only"] = summarise(embedding_predictions, golds)
+    report["hybrid"] = {}
+    for order, order_results in results.items():
+        order_results = order_results[:done]
+        hybrid_predictions = [[label["onet_code"] for label in r.labels] for r in order_results]
+        cascade = {}
+        for margin in MARGINS:
+            mixed = [
+                hybrid if is_uncertain(shortlist, margin) else embedding
+                for hybrid, embedding, shortlist in zip(
+                    hybrid_predictions, embedding_predictions, shortlists, strict=True
+                )
+            ]
+            cascade[f"margin_{margin}"] = {
+                "rows_sent": sum(is_uncertain(s, margin) for s in shortlists),
+                **summarise(mixed, golds)["onet"],
             }
-            # Token and latency figures describe the calls made when the cache was cold.
-            cold = store.db.execute(
-                "SELECT count(*), sum(tokens_in), sum(tokens_out), median(latency_s) "
-                "FROM calls WHERE model = ? AND call_key IN (SELECT unnest(?))",
-                [model_name, [r.call_key for r in results]],
-            ).fetchone()
-            report["hybrid"][order]["cold_cache"] = {
+        # Tokens and latency of the calls as made when the cache was cold (a rerun of this
+        # script is served from the cache and reprints these).
+        cold = store.db.execute(
+            "SELECT count(*), sum(tokens_in), sum(tokens_out), median(latency_s), "
+            "sum(attempts) FROM calls WHERE model = ? AND list_contains(?, call_key)",
+            [model_name, [r.call_key for r in order_results]],
+        ).fetchone()
+        report["hybrid"][order] = {
+            "accuracy": summarise(hybrid_predictions, golds),
+            "sources": {
+                source: sum(r.source == source for r in order_results)
+                for source in ("llm", "fallback")
+            },
+            "errors": sorted({r.error for r in order_results if r.error}),
+            "validation_retries": sum(r.validation_retries for r in order_results),
+            "top1_changed_vs_embedding": sum(
+                h[0] != e[0] for h, e in zip(hybrid_predictions, embedding_predictions, strict=True)
+            ),
+            "first_hit_ranks": hit_ranks(hybrid_predictions, golds),
+            "cascade_uncertain": cascade,
+            "cold_cache": {
                 "calls": cold[0],
                 "tokens_in": cold[1],
                 "tokens_out": cold[2],
                 "median_latency_s": round(cold[3], 2) if cold[3] is not None else None,
-            }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
-    print(render(report))
+                "http_requests": cold[4],
+            },
+        }
+    report["embedding_first_hit_ranks"] = hit_ranks(embedding_predictions, golds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render(report))
 
 
 def render(report: dict) -> str:
     lines = [
         f"# Hybrid rerank with {report['llm']} vs embedding only",
         "",
-        f"Data: {report['data']}. Embedding model `{report['embedding_model']}`, shortlist "
-        f"{report['shortlist_size']} (recall {report['shortlist_recall']}), top {report['top_k']}.",
+        f"Data: {report['data']}; measured on the first {report['ads_measured']} ads of the "
+        f"sample. Embedding model `{report['embedding_model']}`, shortlist "
+        f"{report['shortlist_size']} (recall@{report['shortlist_size']} "
+        f"{report['shortlist_recall']} over the whole sample), top {report['top_k']}.",
         "Generated by `benchmarks/rerank_local.py`; raw figures in the .json beside this file.",
         "",
         "| ranking | top-1 | top-3 | top-5 | MRR@10 | 6-digit SOC top-1 | major group top-1 |",

@@ -17,7 +17,8 @@ retried exactly as often as the fault implies. Postings without a marker get a g
   the code 99-9999 in place of a candidate number.
 
 With `json_schema=False` it rejects `response_format` json_schema with a 400, as servers without
-structured output do, and accepts `json_object`.
+structured output do, and accepts `json_object`; with `max_length=False` it rejects schemas
+that use maxLength, as OpenAI's strict mode does.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ class FaultServer:
     def __init__(
         self,
         json_schema: bool = True,
+        max_length: bool = True,
         slow_seconds: float = 3.0,
         prompt_tokens: int = 1000,
         completion_tokens: int = 100,
     ) -> None:
         self.json_schema = json_schema
+        self.max_length = max_length
         self.slow_seconds = slow_seconds
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
@@ -83,6 +86,8 @@ class FaultServer:
         response_format = (body.get("response_format") or {}).get("type")
         if response_format == "json_schema" and not self.json_schema:
             return 400, {}, _error("response_format type json_schema is not supported")
+        if not self.max_length and "maxLength" in json.dumps(body.get("response_format")):
+            return 400, {}, _error("Invalid schema for response_format: maxLength not permitted")
         if fault == "rate2" and seen <= 2:
             return 429, {"Retry-After": "1"}, _error("rate limited")
         if fault == "rate_forever":

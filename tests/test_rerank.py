@@ -178,9 +178,22 @@ def test_servers_without_json_schema_get_json_mode_and_validation(shortlist, tax
         results = Reranker(settings, store, taxonomy).rerank(postings, [shortlist] * 3, 2)
         formats = [b["response_format"]["type"] for b in server.bodies]
     assert [r.source for r in results] == ["llm", "llm", "llm"]
-    assert formats[0] == "json_schema" and set(formats[1:]) == {"json_object"}
+    # bounded schema, plain schema (both refused), then JSON mode for everything after
+    assert formats[:2] == ["json_schema", "json_schema"] and set(formats[2:]) == {"json_object"}
     assert results[1].labels[0]["onet_code"] == SHORTLIST_CODES[1]
     assert results[2].validation_retries == 1
+
+
+def test_servers_that_refuse_max_length_get_the_plain_schema(shortlist, taxonomy, tmp_path):
+    with FaultServer(max_length=False) as server, Store(tmp_path / "s.duckdb") as store:
+        settings = fault_settings(server, llm_concurrency=1)
+        results = Reranker(settings, store, taxonomy).rerank(
+            [fault_posting("ok"), fault_posting("second")], [shortlist] * 2, 2
+        )
+        schemas = [json.dumps(b["response_format"]) for b in server.bodies]
+    assert [r.source for r in results] == ["llm", "llm"] and len(schemas) == 3
+    assert "maxLength" in schemas[0] and not any("maxLength" in s for s in schemas[1:])
+    assert all('"json_schema"' in s for s in schemas)
 
 
 def test_the_rate_limit_budget_is_separate_and_bounded(shortlist, taxonomy, tmp_path):

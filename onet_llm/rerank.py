@@ -41,7 +41,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -521,18 +521,14 @@ class Reranker:
         shortlists: Sequence[Sequence[Candidate]],
         top_k: int,
         run_id: str | None = None,
+        on_result: Callable[[RerankResult], None] | None = None,
     ) -> list[RerankResult]:
         """One result per posting, in order. Raises BudgetError (after letting requests in
-        flight finish) when the cost limit would be passed, LLMError on misconfiguration."""
+        flight finish) when the cost limit would be passed, LLMError on misconfiguration.
+        `on_result` is called (from the worker threads) as each posting finishes: progress."""
         if len(postings) != len(shortlists):
             raise ValueError("one shortlist per posting")
         self.descriptions  # noqa: B018  (load once, before the workers start)
-        workers = max(1, self.settings.llm_concurrency)
-        if workers == 1 or len(postings) <= 1:
-            return [
-                self.rerank_one(Posting(*p), list(s), top_k, run_id)
-                for p, s in zip(postings, shortlists, strict=True)
-            ]
         stop = threading.Event()
 
         def work(item: tuple) -> RerankResult | None:
@@ -540,20 +536,34 @@ class Reranker:
             if stop.is_set():
                 return None
             try:
-                return self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
+                result = self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
             except Exception:
                 stop.set()
                 raise
+            if on_result is not None:
+                on_result(result)
+            return result
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank") as pool:
-            futures = [pool.submit(work, item) for item in zip(postings, shortlists, strict=True)]
-            results, first_error = [], None
+        items = list(zip(postings, shortlists, strict=True))
+        workers = max(1, self.settings.llm_concurrency)
+        if workers == 1 or len(items) <= 1:
+            return [work(item) for item in items]  # type: ignore[misc]
+        results: list[RerankResult | None] = []
+        first_error: Exception | None = None
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
+        try:
+            futures = [pool.submit(work, item) for item in items]
             for future in futures:
                 try:
                     results.append(future.result())
                 except Exception as error:  # keep collecting: in-flight calls get recorded
                     first_error = first_error or error
                     results.append(None)
+        except BaseException:  # Ctrl-C: start nothing new; requests in flight finish
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if first_error is not None:
             raise first_error
         return results  # type: ignore[return-value]

@@ -64,6 +64,7 @@ FAULTS = {
     "always500": ("fallback", 3, 2, 0),
     "slow": ("llm", 2, 1, 0),
     "malformed": ("llm", 2, 0, 1),
+    "garbage": ("llm", 2, 0, 1),
     "offlist": ("fallback", 3, 0, 2),
     "injection": ("fallback", 3, 0, 2),
     "none": ("llm", 1, 0, 0),

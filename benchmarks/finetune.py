@@ -1,18 +1,20 @@
 """Base vs fine-tuned models on held-out data, with the product's default index and text.
 
-    python benchmarks/finetune.py --models base default [--out eval/finetune]
+    python benchmarks/finetune.py --models base:alternate_mean:title default [--out eval/finetune]
 
-Data: dev ads `test` split (never trained on, never used to choose) and `selection`
-(train+validation, for reference only: the fine-tuned model has seen the train part), and the
-held-out O*NET reported titles (`test` split) with an index built without them. Each model is
-measured with the representation (index.py) and posting text (text.py) that are the defaults,
-unless --representation / --text say otherwise.
+A model is `NAME_OR_PATH[:REPRESENTATION:TEXT]`; without the suffix it is measured with the
+representation and posting text that are the defaults (or --representation / --text).
+
+Data: dev ads `test` split (never trained on, never used to choose anything) and `validation`
+split (never trained on; it picked the checkpoint, the index and the posting text), and the
+held-out O*NET reported titles (`test` split) with an index built without them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from onet_llm.index import DEFAULT_REPRESENTATION, OccupationIndex, occupation_e
 from onet_llm.metrics import ranking_summary
 from onet_llm.taxonomy import load_taxonomy
 from onet_llm.text import DEFAULT_TEXT_VARIANT, posting_text
+from onet_llm.train import render_model_card
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,7 +90,7 @@ def markdown(measurements: list[dict]) -> str:
             lines.append(
                 f"| {measurement['model']} (`{measurement['model_id']}`) | "
                 f"{measurement['representation']} | {measurement['text']} | {row['data']} | "
-                f"{row['n']} | {row['top1']:.3f} | {row['top5']:.3f} | {row['top20']:.3f} | "
+                f"{int(row['n'])} | {row['top1']:.3f} | {row['top5']:.3f} | {row['top20']:.3f} | "
                 f"{row['mrr10']:.3f} |"
             )
     return "\n".join(lines) + "\n"
@@ -99,16 +102,30 @@ def main() -> None:
     parser.add_argument("--representation", default=DEFAULT_REPRESENTATION)
     parser.add_argument("--text", default=DEFAULT_TEXT_VARIANT)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--card", type=Path, default=None, help="model folder whose card gets these figures"
+    )
     args = parser.parse_args()
     measurements = []
-    for model in args.models:
-        measurements.append(measure(model, args.representation, args.text))
+    for spec in args.models:
+        model, representation, text = (spec.split(":") + [args.representation, args.text])[:3]
+        measurements.append(measure(model, representation, text))
         print(markdown(measurements[-1:]), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(measurements, indent=1))
         args.out.with_suffix(".md").write_text(markdown(measurements))
     print(markdown(measurements))
+    if args.card:
+        card_path = args.card / "training_card.json"
+        card = json.loads(card_path.read_text())
+        card["evaluation"] = {
+            "command": "python benchmarks/finetune.py " + " ".join(sys.argv[1:]),
+            "markdown": markdown(measurements),
+            "measurements": measurements,
+        }
+        card_path.write_text(json.dumps(card, indent=2))
+        (args.card / "README.md").write_text(render_model_card(card))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import pandas as pd
 from onet_llm.encoder import BASE_MODEL_NAME, Encoder, base_model_path
 from onet_llm.errors import InputError, OnetLLMError
 from onet_llm.index import (
-    DEFAULT_REPRESENTATION,
     Representation,
     load_or_build_index,
     normalise_title,
@@ -59,6 +58,8 @@ VALIDATION_FRACTION = 0.15
 # Wrong occupations ranked within this depth of the base shortlist can be mined as negatives.
 MINING_DEPTH = 20
 LONG_SOURCES = frozenset({"task", "posting_body"})
+# The base model's best shortlist (eval/representations_base.md): where negatives are mined.
+MINING_REPRESENTATION: Representation = "alternate_mean"
 
 
 class TrainingError(OnetLLMError):
@@ -84,27 +85,27 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "small": Preset(
         name="small",
-        alternate_titles_per_occupation=6,
-        reported_titles_per_occupation=0,
+        alternate_titles_per_occupation=3,
+        reported_titles_per_occupation=4,
         tasks_per_occupation=1,
-        posting_repeats=6,
+        posting_repeats=5,
         epochs=1,
         batch_size=64,
         learning_rate=1e-4,
         max_seq_length=96,
-        evaluations=4,
+        evaluations=3,
     ),
     "full": Preset(
         name="full",
-        alternate_titles_per_occupation=0,
+        alternate_titles_per_occupation=12,
         reported_titles_per_occupation=0,
-        tasks_per_occupation=4,
-        posting_repeats=12,
-        epochs=2,
+        tasks_per_occupation=2,
+        posting_repeats=10,
+        epochs=1,
         batch_size=64,
         learning_rate=1e-4,
         max_seq_length=96,
-        evaluations=8,
+        evaluations=6,
     ),
 }
 
@@ -120,7 +121,7 @@ class TrainingOptions:
     base_model: str = "base"
     max_steps: int | None = None  # for smoke tests: stop after this many steps
     limit_pairs: int | None = None  # for smoke tests: train on this many pairs only
-    mining_representation: Representation = DEFAULT_REPRESENTATION
+    mining_representation: Representation = MINING_REPRESENTATION
 
 
 @dataclass(frozen=True)
@@ -268,15 +269,15 @@ def mine_hard_negatives(
     index_cache_dir: Path,
     held_out: Sequence[str],
     rng: random.Random,
-    representation: Representation = DEFAULT_REPRESENTATION,
+    representation: Representation = MINING_REPRESENTATION,
 ) -> list[str]:
     """One negative occupation code per pair: a wrong occupation high in the base shortlist.
 
-    The shortlist is the product's own (default representation, without the held-out reported
-    titles). An occupation that also lists the anchor as one of its titles is not a negative:
-    the anchor is genuinely ambiguous there. The negative is drawn from the top three wrong
-    candidates, weighted to the first, so that the hardest neighbour dominates without every
-    anchor of an occupation pushing against the same one.
+    The shortlist is the base model's best one (`MINING_REPRESENTATION`, built without the
+    held-out reported titles). An occupation that also lists the anchor as one of its titles
+    is not a negative: the anchor is genuinely ambiguous there. The negative is drawn from the
+    top three wrong candidates, weighted to the first, so that the hardest neighbour dominates
+    without every anchor of an occupation pushing against the same one.
     """
     index = load_or_build_index(encoder, taxonomy, index_cache_dir, representation, held_out)
     codes_of_title: dict[str, set[str]] = {}
@@ -617,7 +618,7 @@ def model_card_data(
         "loss": "MultipleNegativesRankingLoss (anchor, occupation title, hard negative title), "
         "no-duplicates batch sampler",
         "hard_negatives": f"best-ranked wrong occupations in the base model's top "
-        f"{MINING_DEPTH} ({DEFAULT_REPRESENTATION} index without held-out reported titles)",
+        f"{MINING_DEPTH} ({MINING_REPRESENTATION} index without held-out reported titles)",
         "validation_metrics": validation_metrics,
         "training_seconds": round(seconds, 1),
         "evaluation": {},
@@ -675,5 +676,14 @@ def render_model_card(card: dict) -> str:
         "",
     ]
     if card.get("evaluation"):
-        lines += [card["evaluation"].get("markdown", ""), ""]
+        evaluation = card["evaluation"]
+        lines += [
+            "Held-out data, each model with its own best index and posting text "
+            f"(`{evaluation.get('command', '')}`; dev_ads/test and reported_titles/test were "
+            "never used for training or for any choice):",
+            "",
+            evaluation.get("markdown", ""),
+        ]
+    if card.get("note"):
+        lines += ["## Note", "", card["note"], ""]
     return "\n".join(lines)

@@ -379,7 +379,7 @@ def training_datasets(pairs: Sequence[TrainingPair], negatives: Sequence[str], t
 
 def validation_evaluator(validation: pd.DataFrame, taxonomy: Taxonomy):
     """Shortlist metrics on validation postings against every occupation's title."""
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     queries: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
@@ -420,8 +420,11 @@ def train(
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        MultiDatasetBatchSamplers,
+    )
 
     started = time.perf_counter()
     preset = resolve_preset(options)

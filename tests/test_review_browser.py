@@ -1,0 +1,198 @@
+"""The review page in a real browser: Debian's headless Chromium driven by Selenium, against a
+real review server over a store filled by the real `label` command.
+
+Screenshots land in test-artifacts/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.ui import WebDriverWait
+from typer.testing import CliRunner
+
+from onet_llm.cli import app
+from tests.review_support import REPO, SCRIPT_TITLE, RunningReview, label_into_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = REPO / "test-artifacts"
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--window-size=1300,1700",
+]
+
+
+@pytest.fixture(scope="module")
+def review_store(tmp_path_factory: pytest.TempPathFactory, onet_home: Path) -> Path:
+    return label_into_store(tmp_path_factory.mktemp("review-browser"), onet_home)
+
+
+@pytest.fixture(scope="module")
+def review(review_store: Path):
+    running = RunningReview(review_store)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "Debian chromium and chromium-driver are missing (make install adds them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in BROWSER_FLAGS:
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    except WebDriverException as error:
+        pytest.fail(f"cannot start headless chromium: {error.msg}")
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver: webdriver.Chrome, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def count(driver: webdriver.Chrome, view: str) -> int:
+    return int(driver.find_element(By.CSS_SELECTOR, f'[data-count="{view}"]').text)
+
+
+def articles(driver: webdriver.Chrome):
+    return driver.find_elements(By.CSS_SELECTOR, "article.posting")
+
+
+def not_pwned(driver: webdriver.Chrome) -> bool:
+    return driver.execute_script("return typeof window.__pwned === 'undefined'")
+
+
+def test_page_shows_the_run_and_hostile_text_stays_text(browser, review):
+    browser.get(review.url)
+    assert browser.title.startswith("review ")
+    assert count(browser, "all") == 23 and count(browser, "problems") == 1
+    assert count(browser, "unreviewed") == 23 and count(browser, "reviewed") == 0
+    first = articles(browser)[0]
+    assert first.find_element(By.CSS_SELECTOR, ".posting-title").text == (
+        "Medical Affairs Scientist"
+    )
+    assert len(first.find_elements(By.CSS_SELECTOR, ".labels li")) == 5
+    first.find_element(By.CSS_SELECTOR, ".shortlist summary").click()
+    assert len(first.find_elements(By.CSS_SELECTOR, ".shortlist tbody tr")) == 20
+    assert "embedding top-1" in first.find_element(By.CSS_SELECTOR, ".embedding-top").text
+    screenshot(browser, "review-page")
+
+    hostile = browser.find_element(By.ID, "row-21")
+    assert hostile.find_element(By.CSS_SELECTOR, ".posting-title").text == SCRIPT_TITLE
+    assert "<img src=x onerror=" in hostile.find_element(By.CSS_SELECTOR, "summary").text
+    assert "id <i>x1</i>" in hostile.find_element(By.CSS_SELECTOR, ".posting-id").text
+    # No element from posting text exists in the DOM, and none of it ran.
+    page = browser.find_element(By.TAG_NAME, "body")
+    assert page.find_elements(By.CSS_SELECTOR, "article img, article svg, article b") == []
+    assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # our /static/review.js
+    assert not_pwned(browser)
+
+
+def test_filters_narrow_rows_and_counts(browser, review):
+    browser.get(review.url)
+    browser.find_element(By.ID, "view-problems").click()
+    rows = articles(browser)
+    assert len(rows) == 1 and rows[0].get_attribute("id") == "row-23"
+    assert "title and body are both empty" in rows[0].find_element(By.CSS_SELECTOR, ".problem").text
+
+    browser.find_element(By.ID, "view-all").click()
+    search = browser.find_element(By.ID, "filter-text")
+    search.send_keys("pwned")
+    browser.find_element(By.ID, "apply-filters").click()
+    assert {row.get_attribute("id") for row in articles(browser)} == {"row-21", "row-22"}
+    assert count(browser, "all") == 2 and not_pwned(browser)
+
+    browser.get(review.url)
+    Select(browser.find_element(By.ID, "filter-major")).select_by_value("29")
+    browser.find_element(By.ID, "apply-filters").click()
+    codes = [
+        row.find_element(By.CSS_SELECTOR, ".labels li .code").text for row in articles(browser)
+    ]
+    assert codes and all(code.startswith("29-") for code in codes)
+    assert count(browser, "all") == len(codes)
+
+    code = codes[0]
+    browser.get(review.url)
+    Select(browser.find_element(By.ID, "filter-code")).select_by_value(code)
+    browser.find_element(By.ID, "apply-filters").click()
+    assert all(
+        row.find_element(By.CSS_SELECTOR, ".labels li .code").text == code
+        for row in articles(browser)
+    )
+
+
+def test_override_through_taxonomy_search_then_export(browser, review, tmp_path: Path):
+    browser.get(review.url)
+    row = browser.find_element(By.ID, "row-3")  # "Closing Processor III"
+    previous = row.find_element(By.CSS_SELECTOR, ".labels li .code").text
+    row.find_element(By.CSS_SELECTOR, "input.reviewer").clear()
+    row.find_element(By.CSS_SELECTOR, "input.reviewer").send_keys("Dana Auditor")
+    row.find_element(By.CSS_SELECTOR, "input.note-input").send_keys("mortgage <closing> work")
+    row.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys("loan officer")
+    choice = row.find_element(By.CSS_SELECTOR, ".occupation-choice")
+    WebDriverWait(browser, 10).until(
+        lambda _: any(o.get_attribute("value") == "13-2072.00" for o in Select(choice).options)
+    )
+    Select(choice).select_by_value("13-2072.00")
+    row.find_element(By.CSS_SELECTOR, ".override-button").click()
+
+    WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, "decision-3"))
+    )
+    decided = browser.find_element(By.ID, "decision-3").text
+    assert "override 13-2072.00 Loan Officers" in decided
+    assert f"replaces {previous}" in decided and "Dana Auditor" in decided
+    assert "mortgage <closing> work" in decided
+    assert count(browser, "reviewed") == 1
+    screenshot(browser, "review-after-override")
+
+    browser.find_element(By.CSS_SELECTOR, "#row-2 button.accept").click()
+    WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, "decision-2"))
+    )
+    assert count(browser, "reviewed") == 2
+
+    out = tmp_path / "corrections.csv"
+    result = CliRunner().invoke(
+        app,
+        ["review", "export", "--out", str(out), "--store", str(review.context.store_path)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0 and "exported 2 reviewed rows" in result.output, result.output
+    exported = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(exported.columns[:4]) == ["id", "title", "body", "onet_code"]
+    override = exported[exported["decision"] == "override"].iloc[0]
+    assert (override["id"], override["title"]) == ("15", "Closing Processor III")
+    assert override["onet_code"] == "13-2072.00" and override["onet_title"] == "Loan Officers"
+    assert override["previous_onet_code"] == previous
+    assert override["reviewer"] == "Dana Auditor"
+    assert override["note"] == "mortgage <closing> work"
+    assert override["body"].startswith("Review underwriting approval")
+    accepted = exported[exported["decision"] == "accept"].iloc[0]
+    assert accepted["id"] == "14" and accepted["onet_code"] == "17-2141.00"
+    assert accepted["reviewer"] == "Dana Auditor"  # the page remembered the name

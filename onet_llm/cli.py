@@ -223,6 +223,7 @@ def review(
         f"reviewing run {review_context.default_run} in {settings.resolved_store_path}\n"
         f"open {server.url}  (Ctrl-C stops)",
         highlight=False,
+        soft_wrap=True,
     )
     server.serve_forever()
 

@@ -154,10 +154,15 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
     row.find_element(By.CSS_SELECTOR, "input.reviewer").send_keys("Dana Auditor")
     row.find_element(By.CSS_SELECTOR, "input.note-input").send_keys("mortgage <closing> work")
     row.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys("loan officer")
-    choice = row.find_element(By.CSS_SELECTOR, ".occupation-choice")
+    form = row.find_element(By.CSS_SELECTOR, "form.decide")
     WebDriverWait(browser, 10).until(
-        lambda _: any(o.get_attribute("value") == "13-2072.00" for o in Select(choice).options)
+        lambda _: form.get_attribute("data-searched") == "loan officer"
     )
+    choice = row.find_element(By.CSS_SELECTOR, ".occupation-choice")
+    offered = browser.execute_script(
+        "return Array.from(arguments[0].options, o => o.value)", choice
+    )
+    assert "13-2072.00" in offered and "51-9141.00" not in offered  # search results, not shortlist
     Select(choice).select_by_value("13-2072.00")
     row.find_element(By.CSS_SELECTOR, ".override-button").click()
 

@@ -55,7 +55,8 @@ function wireSearch(form) {
         return;
       }
       const occupations = await searchOccupations(query);
-      if (ticket === latest) fillChoices(select, occupations);
+      if (ticket !== latest) return; // a newer search is under way
+      fillChoices(select, occupations);
       form.dataset.searched = query;
     }, 200),
   );

@@ -32,10 +32,11 @@ HOSTILE_ROWS = [
 ]
 
 
-def write_postings(folder: Path) -> Path:
-    """20 real postings from examples/ plus the hostile and empty rows, as a CSV."""
+def write_postings(folder: Path, real_postings: int = 20) -> Path:
+    """Real postings from examples/ (all 20 by default) plus the hostile and empty rows."""
     postings = pd.read_csv(REPO / "examples" / "postings.csv", dtype=str, keep_default_na=False)
-    rows = postings[["id", "title", "body", "onet_code"]].to_dict("records") + HOSTILE_ROWS
+    real = postings[["id", "title", "body", "onet_code"]].head(real_postings)
+    rows = real.to_dict("records") + HOSTILE_ROWS
     path = folder / "postings.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "title", "body", "onet_code"])
@@ -44,9 +45,9 @@ def write_postings(folder: Path) -> Path:
     return path
 
 
-def label_into_store(folder: Path, home: Path, *extra: str) -> Path:
+def label_into_store(folder: Path, home: Path, *extra: str, real_postings: int = 20) -> Path:
     """Run the real `onet-llm label` into a fresh store in `folder`; returns the store path."""
-    postings = write_postings(folder)
+    postings = write_postings(folder, real_postings)
     store = folder / "store.duckdb"
     result = CliRunner().invoke(
         app,

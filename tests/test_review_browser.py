@@ -201,3 +201,141 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
     accepted = exported[exported["decision"] == "accept"].iloc[0]
     assert accepted["id"] == "14" and accepted["onet_code"] == "17-2141.00"
     assert accepted["reviewer"] == "Dana Auditor"  # the page remembered the name
+
+
+# -- a run labelled with a real local LLM (SmolLM2-135M through llama.cpp) ---------------------
+
+
+@pytest.fixture(scope="module")
+def llm_review_store(tmp_path_factory: pytest.TempPathFactory, onet_home: Path):
+    """3 real postings, the hostile ones and an empty row, labelled with `--llm` against a
+    llama.cpp server on 127.0.0.1 running SmolLM2-135M (tiny: it proves the audit trail, and
+    its answers are often cut off, which gives real fallback rows too)."""
+    try:
+        from benchmarks.local_llm import LocalModelMissing, local_llm_server, smollm2_path
+
+        model = smollm2_path()
+    except (ImportError, LocalModelMissing) as error:
+        pytest.skip(f"local SmolLM2 server unavailable: {error}")
+    folder = tmp_path_factory.mktemp("review-llm")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ONET_LLM_BODY_CHARACTERS", "300")
+    patch.setenv("ONET_LLM_VALIDATION_RETRIES", "0")
+    patch.setenv("OPENAI_API_KEY", "sk-local-never-shown-0123456789")
+    try:
+        with local_llm_server(model, parallel=2, n_ctx=2048) as base_url:
+            store = label_into_store(
+                folder,
+                onet_home,
+                "--llm",
+                "--llm-model",
+                "smollm2",
+                "--base-url",
+                base_url,
+                "--top-k",
+                "3",
+                "--shortlist-size",
+                "8",
+                "--concurrency",
+                "2",
+                real_postings=3,
+            )
+    finally:
+        patch.undo()
+    return store
+
+
+def stored_rows(store: Path) -> pd.DataFrame:
+    import duckdb
+
+    with duckdb.connect(str(store), read_only=True) as db:
+        return db.execute("SELECT * FROM run_rows ORDER BY row_number").df()
+
+
+@pytest.mark.slow
+def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_review_store, tmp_path):
+    import json
+
+    rows = stored_rows(llm_review_store)
+    assert set(rows["source"]) <= {"llm", "fallback", "error"} and "error" in set(rows["source"])
+    assert rows["source"].isin(["llm", "fallback"]).sum() == 5  # every posting went to the LLM
+    labels = [json.loads(value) if isinstance(value, str) else [] for value in rows["labels"]]
+    shortlists = [
+        json.loads(value) if isinstance(value, str) else [] for value in rows["shortlist"]
+    ]
+    expected_disagree = sum(
+        source == "llm" and label[0]["onet_code"] != shortlist[0]["onet_code"]
+        for source, label, shortlist in zip(rows["source"], labels, shortlists, strict=True)
+    )
+    expected_low = sum(
+        bool(label) and label[0].get("confidence") is not None and label[0]["confidence"] < 0.5
+        for label in labels
+    )
+
+    review = RunningReview(llm_review_store)
+    try:
+        browser.get(review.url)
+        assert count(browser, "all") == 6
+        assert count(browser, "disagree") == expected_disagree
+        assert count(browser, "low_confidence") == expected_low
+        assert count(browser, "problems") == int(rows["source"].isin(["fallback", "error"]).sum())
+        assert not_pwned(browser)
+        assert "sk-local-never-shown" not in browser.page_source
+
+        for row, source, label, error in zip(
+            rows["row_number"], rows["source"], labels, rows["error"], strict=True
+        ):
+            article = browser.find_element(By.ID, f"row-{row}")
+            assert article.find_element(By.CSS_SELECTOR, ".badge.source").text == source
+            if source == "llm":
+                assert "LLM's ranked choice" in article.text
+                rationale = article.find_element(By.CSS_SELECTOR, ".labels li .rationale").text
+                assert rationale == " ".join(label[0]["rationale"].split())
+                if label[0]["confidence"] is not None:
+                    assert f"confidence {label[0]['confidence']:.2f}" in article.text
+                article.find_element(By.CSS_SELECTOR, "details.call summary").click()
+                assert "smollm2" in article.find_element(By.CSS_SELECTOR, "details.call").text
+            elif source == "fallback":
+                problem = article.find_element(By.CSS_SELECTOR, ".problem").text
+                assert problem.startswith("fallback:") and error in problem
+        screenshot(browser, "review-llm-run")
+
+        browser.find_element(By.ID, "view-problems").click()
+        assert all(
+            "source-fallback" in a.get_attribute("class")
+            or "source-error" in a.get_attribute("class")
+            for a in articles(browser)
+        )
+        browser.get(review.url + "?sort=confidence_desc")
+        shown = [
+            float(badge.text.split()[-1])
+            for badge in browser.find_elements(By.CSS_SELECTOR, "article .badge.confidence")
+        ]
+        assert shown == sorted(shown, reverse=True)
+
+        browser.get(review.url)
+        first = browser.find_element(By.ID, "row-1")
+        previous = first.find_element(By.CSS_SELECTOR, ".labels li .code").text
+        first.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys("medical scientist")
+        form = first.find_element(By.CSS_SELECTOR, "form.decide")
+        WebDriverWait(browser, 10).until(
+            lambda _: form.get_attribute("data-searched") == "medical scientist"
+        )
+        target = "19-1042.00" if previous != "19-1042.00" else "19-1041.00"
+        Select(first.find_element(By.CSS_SELECTOR, ".occupation-choice")).select_by_value(target)
+        first.find_element(By.CSS_SELECTOR, ".override-button").click()
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.ID, "decision-1"))
+        )
+    finally:
+        review.stop()
+    out = tmp_path / "corrections.csv"
+    result = CliRunner().invoke(
+        app, ["review", "export", "--out", str(out), "--store", str(llm_review_store)]
+    )
+    assert result.exit_code == 0, result.output
+    exported = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(exported) == 1
+    row = exported.iloc[0]
+    assert (row["id"], row["onet_code"], row["previous_onet_code"]) == ("11", target, previous)
+    assert row["source"] == rows.loc[0, "source"] and row["decision"] == "override"

@@ -281,6 +281,7 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
         assert count(browser, "problems") == int(rows["source"].isin(["fallback", "error"]).sum())
         assert not_pwned(browser)
         assert "sk-local-never-shown" not in browser.page_source
+        screenshot(browser, "review-llm-run")
 
         for row, source, label, error in zip(
             rows["row_number"], rows["source"], labels, rows["error"], strict=True
@@ -288,7 +289,9 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
             article = browser.find_element(By.ID, f"row-{row}")
             assert article.find_element(By.CSS_SELECTOR, ".badge.source").text == source
             if source == "llm":
-                assert "LLM's ranked choice" in article.text
+                assert "LLM's ranked choice" in article.find_element(
+                    By.CSS_SELECTOR, ".labels h3"
+                ).get_attribute("textContent")
                 rationale = article.find_element(By.CSS_SELECTOR, ".labels li .rationale").text
                 assert rationale == " ".join(label[0]["rationale"].split())
                 if label[0]["confidence"] is not None:
@@ -298,7 +301,7 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
             elif source == "fallback":
                 problem = article.find_element(By.CSS_SELECTOR, ".problem").text
                 assert problem.startswith("fallback:") and error in problem
-        screenshot(browser, "review-llm-run")
+        screenshot(browser, "review-llm-call-details")
 
         browser.find_element(By.ID, "view-problems").click()
         assert all(
@@ -316,12 +319,12 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
         browser.get(review.url)
         first = browser.find_element(By.ID, "row-1")
         previous = first.find_element(By.CSS_SELECTOR, ".labels li .code").text
-        first.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys("medical scientist")
+        target, query = ("19-1041.00", "epidemiolog")
+        if previous == target:
+            target, query = ("29-1141.00", "registered nurse")
+        first.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys(query)
         form = first.find_element(By.CSS_SELECTOR, "form.decide")
-        WebDriverWait(browser, 10).until(
-            lambda _: form.get_attribute("data-searched") == "medical scientist"
-        )
-        target = "19-1042.00" if previous != "19-1042.00" else "19-1041.00"
+        WebDriverWait(browser, 10).until(lambda _: form.get_attribute("data-searched") == query)
         Select(first.find_element(By.CSS_SELECTOR, ".occupation-choice")).select_by_value(target)
         first.find_element(By.CSS_SELECTOR, ".override-button").click()
         WebDriverWait(browser, 10).until(

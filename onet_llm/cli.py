@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from onet_llm import ONET_ATTRIBUTION, __version__
 from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     add_completion=False,
@@ -238,46 +241,28 @@ def ledger(
     _print_ledger(table, title=f"LLM ledger ({path})")
 
 
-def _print_ledger(frame, title: str) -> None:
-    """Cost shows 'unknown' where a model has no price (set one: see .env.example)."""
+def _print_ledger(frame: pd.DataFrame, title: str) -> None:
+    """One line per run and model (greppable, never truncated by a narrow terminal). Cost says
+    'unknown' where a model has no price (set one: see .env.example)."""
+    import pandas as pd
+
     if frame.empty:
         console.print("no LLM requests recorded")
         return
-    table = Table(
-        "run",
-        "model",
-        "requests",
-        "calls",
-        "cache hits",
-        "failed",
-        "HTTP requests",
-        "tokens in",
-        "tokens out",
-        "cost USD",
-        "median latency s",
-        title=title,
-    )
+    console.print(title, highlight=False)
     for row in frame.itertuples(index=False):
-        cost = (
-            "unknown"
-            if row.cost_usd is None or row.cost_usd != row.cost_usd
-            else (f"{row.cost_usd:.4f}")
-        )
+        cost = row.cost_usd
+        cost_text = "unknown (no price for this model)" if pd.isna(cost) else f"${cost:.4f}"
         latency = row.median_latency_s
-        table.add_row(
-            str(row.run_id),
-            str(row.model),
-            str(row.requests),
-            str(row.calls),
-            str(row.cache_hits),
-            str(row.failed),
-            str(row.http_requests),
-            str(row.tokens_in),
-            str(row.tokens_out),
-            cost,
-            "-" if latency is None or latency != latency else f"{latency:.2f}",
+        latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
+        console.print(
+            f"run {row.run_id} model {row.model}: {row.requests} requests, {row.calls} calls, "
+            f"{row.cache_hits} cache hits, {row.failed} failed, {row.http_requests} HTTP "
+            f"requests, tokens {row.tokens_in} in / {row.tokens_out} out, cost {cost_text}, "
+            f"median latency {latency_text}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
 
 
 # -- train command: issue 3 --------------------------------------------------------------------

@@ -208,7 +208,7 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
 
 @pytest.fixture(scope="module")
 def llm_review_store(tmp_path_factory: pytest.TempPathFactory, onet_home: Path):
-    """3 real postings, the hostile ones and an empty row, labelled with `--llm` against a
+    """2 real postings, the hostile ones and an empty row, labelled with `--llm` against a
     llama.cpp server on 127.0.0.1 running SmolLM2-135M (tiny: it proves the audit trail, and
     its answers are often cut off, which gives real fallback rows too)."""
     try:
@@ -240,7 +240,7 @@ def llm_review_store(tmp_path_factory: pytest.TempPathFactory, onet_home: Path):
                 "8",
                 "--concurrency",
                 "2",
-                real_postings=3,
+                real_postings=2,
             )
     finally:
         patch.undo()
@@ -260,7 +260,7 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
 
     rows = stored_rows(llm_review_store)
     assert set(rows["source"]) <= {"llm", "fallback", "error"} and "error" in set(rows["source"])
-    assert rows["source"].isin(["llm", "fallback"]).sum() == 5  # every posting went to the LLM
+    assert rows["source"].isin(["llm", "fallback"]).sum() == 4  # every posting went to the LLM
     labels = [json.loads(value) if isinstance(value, str) else [] for value in rows["labels"]]
     shortlists = [
         json.loads(value) if isinstance(value, str) else [] for value in rows["shortlist"]
@@ -277,7 +277,7 @@ def test_llm_run_shows_rationales_disagreements_and_fallbacks(browser, llm_revie
     review = RunningReview(llm_review_store)
     try:
         browser.get(review.url)
-        assert count(browser, "all") == 6
+        assert count(browser, "all") == 5
         assert count(browser, "disagree") == expected_disagree
         assert count(browser, "low_confidence") == expected_low
         assert count(browser, "problems") == int(rows["source"].isin(["fallback", "error"]).sum())

@@ -339,31 +339,46 @@ def filter_counts(store: Store, run_id: str, review_filter: ReviewFilter) -> dic
 
 
 def review_rows(
-    store: Store, run_id: str, review_filter: ReviewFilter
+    store: Store,
+    run_id: str,
+    review_filter: ReviewFilter,
+    counts: dict[str, int] | None = None,
 ) -> tuple[list[ReviewRow], int]:
-    """One page of rows in the chosen view and order, and how many rows match in all."""
+    """One page of rows in the chosen view and order, and how many rows match in all (taken
+    from `counts` when the caller has them already)."""
     narrowing, params = _narrowing(review_filter)
     where = f"{_VIEW_PREDICATES[review_filter.view]} AND {narrowing}"
     params = {"run": run_id, **params}
-    if review_filter.view == "low_confidence":
+    if review_filter.view == "low_confidence":  # DuckDB rejects unused parameters
         params["low"] = review_filter.low_confidence_below
-    total = store.db.execute(
-        _BASE_SQL + f"SELECT count(*) FROM review WHERE {where}", params
-    ).fetchone()[0]
-    frame = store.db.execute(
-        _BASE_SQL + f"SELECT * FROM review WHERE {where} "
-        f"ORDER BY {_ORDER[review_filter.sort]} LIMIT $limit OFFSET $offset",
-        {
-            **params,
-            "limit": review_filter.page_size,
-            "offset": (review_filter.page - 1) * review_filter.page_size,
-        },
-    ).df()
-    rows = [_review_row(record) for record in frame.to_dict("records")]
+    if counts is None:
+        counts = filter_counts(store, run_id, review_filter)
+    # Pick the page's row numbers on narrow columns first, then read only those rows whole:
+    # bodies and shortlists of the other rows are never touched.
+    page = [
+        row[0]
+        for row in store.db.execute(
+            _BASE_SQL + f"SELECT row_number FROM review WHERE {where} "
+            f"ORDER BY {_ORDER[review_filter.sort]} LIMIT $limit OFFSET $offset",
+            {
+                **params,
+                "limit": review_filter.page_size,
+                "offset": (review_filter.page - 1) * review_filter.page_size,
+            },
+        ).fetchall()
+    ]
+    rows: list[ReviewRow] = []
+    if page:
+        frame = store.db.execute(
+            _BASE_SQL + "SELECT * FROM review WHERE row_number IN (SELECT unnest($page))",
+            {"run": run_id, "page": page},
+        ).df()
+        by_number = {int(record["row_number"]): record for record in frame.to_dict("records")}
+        rows = [_review_row(by_number[number]) for number in page]
     calls = _calls(store, [row.call_key for row in rows if row.call_key])
     for row in rows:
         row.call = calls.get(row.call_key or "", {})
-    return rows, int(total)
+    return rows, counts[review_filter.view]
 
 
 def _review_row(record: dict[str, Any]) -> ReviewRow:

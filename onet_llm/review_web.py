@@ -126,11 +126,12 @@ def create_app(context: ReviewContext, extra_hosts: tuple[str, ...] = ()) -> Sta
 
         def load(store: Store) -> dict[str, Any]:
             run = resolve_run(store, query.get("run") or context.default_run)
-            rows, matching = review_rows(store, run.run_id, review_filter)
+            counts = filter_counts(store, run.run_id, review_filter)
+            rows, matching = review_rows(store, run.run_id, review_filter, counts)
             return {
                 "run": run,
                 "runs": list_runs(store),
-                "counts": filter_counts(store, run.run_id, review_filter),
+                "counts": counts,
                 "rows": rows,
                 "matching": matching,
                 "occupations": run_occupations(store, run.run_id),

@@ -201,8 +201,9 @@ def write_report(
         }
     report["embedding_first_hit_ranks"] = hit_ranks(embedding_predictions, golds)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render(report))
+    # Not with_suffix: a name like "rerank_qwen1.5b" has a dot of its own.
+    (out.parent / f"{out.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out.parent / f"{out.name}.md").write_text(render(report))
 
 
 def render(report: dict) -> str:

@@ -768,7 +768,13 @@ class Reranker:
             try:
                 attempts.http += 1
                 raw = self._send(messages, top_k, mode)
-                body = raw.http_response.json()
+                try:
+                    body = raw.http_response.json()
+                    if not isinstance(body, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    text = raw.http_response.text[:500]
+                    return text, None, "the server's response was not a JSON chat completion"
                 usage = body.get("usage") or {}
                 tokens_in = int(usage.get("prompt_tokens") or 0)
                 tokens_out = int(usage.get("completion_tokens") or 0)
@@ -792,7 +798,7 @@ class Reranker:
                 return content, None, None
             try:
                 parsed = raw.parse().choices[0].message.parsed
-            except (ValidationError, ValueError, openai.LengthFinishReasonError):
+            except (ValidationError, ValueError, openai.OpenAIError):
                 return content, None, None  # parse_answer() words the problem for the model
             return content, parsed, None
 

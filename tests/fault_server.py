@@ -10,6 +10,7 @@ retried exactly as often as the fault implies. Postings without a marker get a g
 - `error500`: 500 once, then a good answer. `always500`: always 500.
 - `slow`: the first response takes `slow_seconds` (past the client's timeout), then good.
 - `malformed`: broken JSON once, then a good answer.
+- `garbage`: an HTML page with status 200 once (a misbehaving proxy), then a good answer.
 - `offlist`: always chooses candidate 99, which is not on any list.
 - `none`: says no candidate fits.
 - `second`: chooses candidate 2 then 1.
@@ -96,6 +97,8 @@ class FaultServer:
             return 500, {}, _error("internal error")
         if fault == "slow" and seen == 1:
             time.sleep(self.slow_seconds)
+        if fault == "garbage" and seen == 1:
+            return 200, {}, "<html><body>502 upstream hiccup</body></html>"
         if fault == "malformed" and seen == 1:
             return 200, {}, self._completion(body, '{"choices": [{"number": 1, "rationale": ')
         answers = {

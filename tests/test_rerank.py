@@ -64,6 +64,7 @@ FAULTS = {
     "always500": ("fallback", 3, 2, 0),
     "slow": ("llm", 2, 1, 0),
     "malformed": ("llm", 2, 0, 1),
+    "garbage": ("llm", 2, 0, 1),
     "offlist": ("fallback", 3, 0, 2),
     "injection": ("fallback", 3, 0, 2),
     "none": ("llm", 1, 0, 0),
@@ -384,3 +385,39 @@ def test_env_example_documents_every_setting():
         )
         assert position is not None, f"{variable} missing from .env.example"
         assert lines[position - 1].startswith("#"), f"{variable} has no comment"
+
+
+# -- store and prompt versioning -------------------------------------------------------------------
+def test_a_store_written_before_the_llm_migration_still_opens(tmp_path):
+    import duckdb
+
+    from onet_llm import store as store_module
+
+    path = tmp_path / "old.duckdb"
+    db = duckdb.connect(str(path))
+    db.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    store_module.m001_runs(db)
+    db.execute("INSERT INTO _migrations VALUES ('m001_runs', now())")
+    db.close()
+    with Store(path) as store:
+        applied = {r[0] for r in store.db.execute("SELECT name FROM _migrations").fetchall()}
+        assert {"m001_runs", "m002_llm_calls"} <= applied
+        assert store.calls().empty and store.ledger().empty
+
+
+def test_editing_the_prompt_template_changes_the_cache_key(
+    shortlist, taxonomy, tmp_path, monkeypatch
+):
+    import onet_llm.rerank as rerank_module
+
+    with FaultServer() as server, Store(tmp_path / "s.duckdb") as store:
+        posting = [fault_posting("ok")]
+        first = Reranker(fault_settings(server), store, taxonomy).rerank(posting, [shortlist], 1)
+        edited = tmp_path / "prompts"
+        edited.mkdir()
+        original = (rerank_module.PROMPTS_DIR / "rerank_v1.md").read_text()
+        (edited / "rerank_v1.md").write_text(original.replace("best first", "best first!"))
+        monkeypatch.setattr(rerank_module, "PROMPTS_DIR", edited)
+        second = Reranker(fault_settings(server), store, taxonomy).rerank(posting, [shortlist], 1)
+        assert server.total_requests == 2
+    assert first[0].call_key != second[0].call_key and not second[0].cached

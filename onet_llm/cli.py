@@ -268,6 +268,56 @@ def _print_ledger(frame: pd.DataFrame, title: str) -> None:
 # -- train command: issue 3 --------------------------------------------------------------------
 
 
+@app.command()
+def train(
+    preset: Annotated[
+        str, typer.Option("--preset", help="small (<= 15 min on 2 CPU cores) or full.")
+    ] = "small",
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="Labelled postings (title, body, onet_code[, split]); repeatable. "
+            "Default: eval/data/dev_ads.csv. Rows with split=test are never used.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for the fine-tuned model.")
+    ] = Path("onet-minilm"),
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Override the preset.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    home: HomeOption = None,
+) -> None:
+    """Fine-tune the embedding model on O*NET titles and labelled postings."""
+    from onet_llm.train import TrainingOptions
+    from onet_llm.train import train as run_training
+
+    settings = Settings.load(home=home)
+    options = TrainingOptions(
+        preset=preset,
+        data=tuple(data or ()),
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    try:
+        result = run_training(
+            options, settings.index_cache_dir, log=lambda line: err_console.print(line)
+        )
+    except OnetLLMError as error:
+        raise fail(error) from None
+    best = f"{result.best_score:.3f}" if result.best_score is not None else "n/a"
+    console.print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation "
+        f"MRR@10 {best} -> {result.output}"
+    )
+    console.print(f"use it: onet-llm label POSTINGS --model {result.output}")
+
+
 # -- eval command: issue 4 ---------------------------------------------------------------------
 
 

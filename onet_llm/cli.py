@@ -400,10 +400,11 @@ def review_export(
         if not settings.resolved_store_path.is_file():
             raise StoreError(f"{settings.resolved_store_path}: no such store (pass --store)")
         with Store(settings.resolved_store_path) as review_store:
-            rows = export_decisions(review_store, out, run, only_overrides)
+            summary = export_decisions(review_store, out, run, only_overrides)
     except OnetLLMError as error:
         raise fail(error) from None
-    console.print(f"exported {rows} reviewed rows -> {out}")
+    left_out = f" ({summary.left_out} left out: no title)" if summary.left_out else ""
+    console.print(f"exported {summary.rows} reviewed rows -> {out}{left_out}", soft_wrap=True)
 
 
 @app.command()

@@ -618,14 +618,26 @@ def decisions_frame(
     return frame.reindex(columns=EXPORT_COLUMNS)
 
 
+@dataclass(frozen=True)
+class ExportSummary:
+    rows: int
+    left_out: int  # decisions on rows without a title: `train --data` cannot use them
+
+
 def export_decisions(
     store: Store, out: Path, run_id: str | None = None, only_overrides: bool = False
-) -> int:
-    """Write the decisions to `out` (.csv, .parquet or .jsonl) atomically; returns the rows."""
+) -> ExportSummary:
+    """Write the decisions to `out` (.csv, .parquet or .jsonl) atomically.
+
+    Rows without a title (empty postings an auditor labelled anyway) are left out and counted,
+    because `train --data` and `eval --data` reject them."""
     table_format(out)
     if run_id:
         resolve_run(store, run_id)
     frame = decisions_frame(store, run_id, only_overrides)
+    usable = frame["title"].fillna("").str.strip() != ""
+    left_out = int((~usable).sum())
+    frame = frame[usable]
     writer = TableWriter(out)
     try:
         if writer.format == "jsonl":
@@ -636,7 +648,7 @@ def export_decisions(
     except BaseException:
         writer.abort()
         raise
-    return len(frame)
+    return ExportSummary(rows=len(frame), left_out=left_out)
 
 
 def major_group_of(onet_code: str) -> str:

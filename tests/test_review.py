@@ -180,7 +180,13 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
     assert history == [("override", "ana"), ("accept", "ben")]
 
     for name in ("c.csv", "c.jsonl", "c.parquet"):
-        assert export_decisions(store, tmp_path / name, run_id) == 2
+        assert export_decisions(store, tmp_path / name, run_id).rows == 2
+    from onet_llm.train import read_postings
+
+    assert list(read_postings(tmp_path / "c.csv", taxonomy)["onet_code"]) == [
+        "29-1141.00",
+        "13-2011.00",
+    ]
     csv_rows = pd.read_csv(tmp_path / "c.csv", dtype=str, keep_default_na=False)
     assert list(csv_rows.columns[:4]) == ["id", "title", "body", "onet_code"]
     assert csv_rows.loc[1, "note"] == ""

@@ -182,13 +182,30 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
     )
     assert count(browser, "reviewed") == 2
 
+    # The empty row has no label to accept; an auditor can still assign one, but the export
+    # leaves it out (train/eval --data need a title) and says so.
+    empty = browser.find_element(By.ID, "row-23")
+    assert empty.find_elements(By.CSS_SELECTOR, "button.accept") == []
+    empty.find_element(By.CSS_SELECTOR, ".occupation-search").send_keys("registered nurse")
+    form = empty.find_element(By.CSS_SELECTOR, "form.decide")
+    WebDriverWait(browser, 10).until(
+        lambda _: form.get_attribute("data-searched") == "registered nurse"
+    )
+    Select(empty.find_element(By.CSS_SELECTOR, ".occupation-choice")).select_by_value("29-1141.00")
+    empty.find_element(By.CSS_SELECTOR, ".override-button").click()
+    WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, "decision-23"))
+    )
+    assert count(browser, "reviewed") == 3
+
     out = tmp_path / "corrections.csv"
     result = CliRunner().invoke(
         app,
         ["review", "export", "--out", str(out), "--store", str(review.context.store_path)],
         catch_exceptions=False,
     )
-    assert result.exit_code == 0 and "exported 2 reviewed rows" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    assert "exported 2 reviewed rows" in result.output and "(1 left out: no title)" in result.output
     exported = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(exported.columns[:4]) == ["id", "title", "body", "onet_code"]
     override = exported[exported["decision"] == "override"].iloc[0]
@@ -198,6 +215,10 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
     assert override["reviewer"] == "Dana Auditor"
     assert override["note"] == "mortgage <closing> work"
     assert override["body"].startswith("Review underwriting approval")
+    from onet_llm.taxonomy import load_taxonomy
+    from onet_llm.train import read_postings
+
+    assert len(read_postings(out, load_taxonomy())) == 2  # usable as `train --data` as it is
     accepted = exported[exported["decision"] == "accept"].iloc[0]
     assert accepted["id"] == "14" and accepted["onet_code"] == "17-2141.00"
     assert accepted["reviewer"] == "Dana Auditor"  # the page remembered the name

@@ -110,10 +110,34 @@ def m002_llm_calls(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-# m003_review_decisions (issue 5) is a reserved name.
+def m003_review_decisions(db: duckdb.DuckDBPyConnection) -> None:
+    """An auditor's accept or override of one row's top label. Rows are never updated: a later
+    decision on the same row supersedes the earlier one, so the history stays auditable."""
+    db.execute("CREATE SEQUENCE review_decision_ids START 1")
+    db.execute(
+        """
+        CREATE TABLE review_decisions (
+            decision_id BIGINT PRIMARY KEY DEFAULT nextval('review_decision_ids'),
+            run_id VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,
+            posting_id VARCHAR,
+            action VARCHAR NOT NULL,          -- accept | override
+            onet_code VARCHAR NOT NULL,       -- the label the reviewer settled on
+            onet_title VARCHAR NOT NULL,
+            previous_onet_code VARCHAR,       -- the label it replaces (NULL: the row had none)
+            previous_onet_title VARCHAR,
+            reviewer VARCHAR NOT NULL,
+            note VARCHAR,
+            decided_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_runs,
     m002_llm_calls,
+    m003_review_decisions,
 ]
 
 

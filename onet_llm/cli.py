@@ -223,6 +223,21 @@ def eval_command(
         tuple[Path, Path] | None,
         typer.Option("--compare", help="Compare two report folders: RUN_A RUN_B (B minus A)."),
     ] = None,
+    llm_model: Annotated[
+        str | None,
+        typer.Option("--llm-model", help="LLM for hybrid/cascade (default $ONET_LLM_MODEL)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="LLM requests in flight.")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB store with the LLM call cache."),
+    ] = None,
     model: ModelOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -244,7 +259,14 @@ def eval_command(
 
     from onet_llm.taxonomy import load_taxonomy
 
-    settings = Settings.load(home=home, embedding_model=model)
+    settings = Settings.load(
+        home=home,
+        embedding_model=model,
+        store_path=store,
+        llm_model=llm_model,
+        openai_base_url=base_url,
+        llm_concurrency=concurrency,
+    )
     try:
         options = evaluate.EvalOptions(
             modes=evaluate.parse_modes(modes),
@@ -257,7 +279,10 @@ def eval_command(
         taxonomy = load_taxonomy()
         dataset = evaluate.load_dataset(data, taxonomy, sample, seed, split, exclude_titles or None)
         out_dir = out or evaluate.default_report_dir(dataset, options.modes)
-        with err_console.status("loading model and index") as status:
+        with (
+            evaluate.open_llm_stage(settings, options, taxonomy) as (rerank, llm_settings),
+            err_console.status("loading model and index") as status,
+        ):
             labeler, index_key = evaluate.open_eval_labeler(
                 settings.embedding_model,
                 settings.index_cache_dir,
@@ -270,6 +295,8 @@ def eval_command(
                 index_key,
                 options,
                 out_dir,
+                rerank=rerank,
+                llm_settings=llm_settings,
                 notes=note,
                 on_progress=lambda message: status.update(message),
             )
@@ -309,9 +336,19 @@ def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
 
 
 def _print_comparison(comparison: dict) -> None:
+    from rich import box
+
     from onet_llm.eval_report import pct, signed
 
-    kind = "paired bootstrap" if comparison["paired"] else "unpaired bootstrap (rows differ)"
+    kind = (
+        f"paired bootstrap over the same {comparison['rows_a']} rows"
+        if comparison["paired"]
+        else f"unpaired bootstrap: the runs scored different rows "
+        f"({comparison['rows_a']} vs {comparison['rows_b']})"
+    )
+    console.print(f"A: {comparison['a']}", highlight=False, soft_wrap=True)
+    console.print(f"B: {comparison['b']}", highlight=False, soft_wrap=True)
+    console.print(f"B - A with 95% intervals ({kind})", highlight=False, soft_wrap=True)
     table = Table(
         "mode",
         "level",
@@ -321,7 +358,11 @@ def _print_comparison(comparison: dict) -> None:
         "B - A",
         "95% CI",
         "p",
-        title=f"B = {comparison['b']} minus A = {comparison['a']} ({kind})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+        pad_edge=False,
     )
     for line in comparison["lines"]:
         interval = (

@@ -444,7 +444,8 @@ def report_blocks(metrics: dict[str, Any], plots: dict[str, bytes], notes: str =
                     seconds(item["latency_p50_s"]),
                     seconds(item["latency_p95_s"]),
                     str(item["fallbacks"]),
-                    str(item["abstentions"]),
+                    str(item["none_fits"]),
+                    money(item.get("reference_cost_per_1000_postings_usd")),
                 )
             )
         blocks.append(
@@ -462,6 +463,7 @@ def report_blocks(metrics: dict[str, Any], plots: dict[str, bytes], notes: str =
                     "latency p95",
                     "fallbacks",
                     "LLM said none fits",
+                    f"same tokens at {llm.get('reference_model', 'reference')} prices / 1,000",
                 ),
                 rows=tuple(rows),
             )
@@ -469,10 +471,15 @@ def report_blocks(metrics: dict[str, Any], plots: dict[str, bytes], notes: str =
         blocks.append(
             Block(
                 "p",
-                "Cost prices every row sent as if it were called (a warm cache does not flatter "
-                "it) from the price table; 'unknown' means the model has no price there. "
-                "Latency covers the calls made in this run (not cache hits). A fallback keeps "
-                "the embedding ranking for that row.",
+                "Tokens, cost and latency are those of the call that produced each answer "
+                "(for a cache hit, as recorded when the call was first made), so a warm cache "
+                "does not flatter them; 'calls made' are the requests this run actually sent. "
+                "Cost comes from the price table; 'unknown' means the model has no price there "
+                "(e.g. a local model), and the last column prices the same tokens at a "
+                "reference model's list price for scale. A fallback keeps the embedding "
+                "ranking for that row; when the LLM says no candidate fits, the product writes "
+                "the embedding ranking with confidence 0 (counted in the abstain rate, scored "
+                "as written).",
             )
         )
         for mode in llm_modes:

@@ -16,12 +16,13 @@ a gold `onet_code` column. Reports name the data, its hash, the sample and the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,10 +126,12 @@ class EvalDataset:
     seed: int
     exclude_titles: bool
     frame: pd.DataFrame  # row_number, id, title, body, onet_code (all strings but row_number)
+    # Every title of the split, sampled or not: the index is the same whatever the sample.
+    split_titles: tuple[str, ...] = ()
 
     @property
     def excluded_titles(self) -> list[str]:
-        return list(self.frame["title"]) if self.exclude_titles else []
+        return list(self.split_titles) if self.exclude_titles else []
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -197,6 +200,7 @@ def load_dataset(
             raise InputError(f"{path}: no rows with split {split!r}")
         description += f" (split {split!r})" if name == path.stem else ""
     rows_available = len(frame)
+    split_titles = tuple(frame["title"])
     if sample is not None:
         if sample < 1:
             raise InputError(f"--sample must be at least 1, got {sample}")
@@ -214,6 +218,7 @@ def load_dataset(
         seed=seed,
         exclude_titles=exclude,
         frame=frame[["row_number", "id", "title", "body", "onet_code"]],
+        split_titles=split_titles,
     )
 
 
@@ -278,6 +283,8 @@ class LLMRow:
     predicted: list[str]  # the LLM's own picks, best first (empty: none of the candidates fits)
     rationale: str | None = None
     confidence: float | None = None
+    none_fits: bool = False
+    reference_cost_usd: float | None = None  # the same tokens at the reference model's price
 
 
 class RerankStage(Protocol):
@@ -335,7 +342,7 @@ def top1_margins(shortlists: Sequence[Sequence[Any]]) -> list[float]:
         if len(shortlist) >= 2:
             margins.append(round(float(shortlist[0].score) - float(shortlist[1].score), 6))
         else:
-            margins.append(float("inf") if shortlist else 0.0)
+            margins.append(float("inf"))  # like `--llm-when uncertain`: never sent
     return margins
 
 
@@ -437,9 +444,9 @@ def hybrid_outcome(llm_rows: list[LLMRow], shortlists: list[list[str]], depth: i
     """Every row went to the LLM; a fallback row keeps the embedding ranking."""
     predictions = []
     for result, codes in zip(llm_rows, shortlists, strict=True):
-        if result.source == "llm":
+        if result.source == "llm" and result.predicted:
             predictions.append(complete_ranking(result.predicted, codes, depth))
-        else:
+        else:  # a fallback, or "none fits": the product writes the embedding ranking
             predictions.append(codes[:depth])
     return ModeOutcome("hybrid", predictions, [row.source for row in llm_rows], list(llm_rows))
 
@@ -523,28 +530,39 @@ def interval(values: np.ndarray, indices: np.ndarray, confidence: float) -> dict
 def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any]:
     """Calls, cache hits, tokens, cost and latency of the rows sent to the LLM.
 
-    `cost_usd` is what labelling these rows costs (every row priced as if called, so a warm
-    cache does not flatter the figure); `spent_usd` is what this run actually paid. A cost is
-    None when the price of the model is unknown."""
+    Tokens, `cost_usd` and latency are those of the call that produced each answer, cache hits
+    included (as recorded when the call was made), so a warm cache does not flatter the figures
+    and a rerun reports the same; `spent_usd` is what this run actually paid. A cost is None
+    when the model has no price; `reference_cost_*` prices the same tokens at a reference
+    model's list price, for scale."""
     sent = [row for row in llm_rows if row is not None]
     fresh = [row for row in sent if not row.cached]
     costs = [row.cost_usd for row in sent]
     cost_known = all(cost is not None for cost in costs)
     cost = float(sum(costs)) if cost_known else None  # type: ignore[arg-type]
     spent_known = all(row.cost_usd is not None for row in fresh)
-    latencies = [row.latency_s for row in fresh if row.latency_s is not None]
+    references = [row.reference_cost_usd for row in sent]
+    reference = (
+        float(sum(references))  # type: ignore[arg-type]
+        if all(value is not None for value in references)
+        else None
+    )
+    latencies = [row.latency_s for row in sent if row.latency_s is not None]
     errors = Counter(row.error for row in sent if row.error)
     return {
         "rows_sent": len(sent),
         "calls": len(fresh),
         "cache_hits": len(sent) - len(fresh),
         "fallbacks": sum(row.source == "fallback" for row in sent),
-        "abstentions": sum(row.source == "llm" and not row.predicted for row in sent),
+        "none_fits": sum(row.none_fits for row in sent),
         "tokens_in": int(sum(row.tokens_in or 0 for row in sent)),
         "tokens_out": int(sum(row.tokens_out or 0 for row in sent)),
         "cost_usd": cost,
         "spent_usd": float(sum(row.cost_usd for row in fresh)) if spent_known else None,  # type: ignore[misc]
         "cost_per_1000_postings_usd": cost / n_rows * 1000 if cost is not None and n_rows else None,
+        "reference_cost_per_1000_postings_usd": reference / n_rows * 1000
+        if reference is not None and n_rows
+        else None,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "latency_calls": len(latencies),
@@ -587,7 +605,7 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
         onet_ranks = hit_ranks(outcome.predictions, golds, "onet")
         modes[mode] = {
             "levels": levels,
-            "abstain_rate": abstain_rate(outcome.predictions),
+            "abstain_rate": mode_abstain_rate(outcome),
             "sources": dict(Counter(outcome.sources)),
             "by_major_group": by_major_group(onet_ranks, golds, outcome.predictions, confidence),
             "by_occupation": by_occupation(onet_ranks, golds, outcome.predictions, taxonomy),
@@ -647,6 +665,24 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
         "cascade": cascade,
         "seconds": run.seconds,
     }
+
+
+def mode_abstain_rate(outcome: ModeOutcome) -> float:
+    """Rows the mode declined to label: no labels at all, or the LLM said that no shortlisted
+    occupation fits (the product still writes the embedding ranking there, with confidence 0,
+    and that ranking is what gets scored)."""
+    declined = [row is not None and row.none_fits for row in outcome.llm_rows]
+    empty = abstain_rate(outcome.predictions)
+    if not any(declined):
+        return empty
+    return float(
+        np.mean(
+            [
+                flag or is_abstention(predicted)
+                for flag, predicted in zip(declined, outcome.predictions, strict=True)
+            ]
+        )
+    )
 
 
 def by_major_group(
@@ -941,3 +977,101 @@ def evaluate_to_report(
     metrics = score_run(run, labeler.taxonomy)
     paths = write_report(metrics, prediction_records(run), out_dir, notes)
     return metrics, paths
+
+
+# -- the product's reranker as the evaluation's LLM stage ----------------------------------------
+
+# A priced model to put token counts of an unpriced (e.g. local) model into dollars, for scale.
+REFERENCE_MODEL = "gpt-4o-mini"
+
+
+def reranker_stage(reranker: Any, store: Any) -> RerankStage:
+    """Wrap `onet_llm.rerank.Reranker` as the evaluation's LLM stage.
+
+    The LLM's own picks and "none fits" come from the validated answer stored with the call
+    (the labels the reranker returns are already filled up with the embedding ranking), and a
+    cache hit reports the tokens, cost and latency of the call that first produced it."""
+    from onet_llm.rerank import Posting
+
+    prices = reranker.prices
+    model = reranker.settings.llm_model
+
+    def stage(
+        titles: list[str], bodies: list[str], shortlists: list[list[Any]], top_k: int
+    ) -> list[LLMRow]:
+        postings = [
+            Posting(str(i), title, body)
+            for i, (title, body) in enumerate(zip(titles, bodies, strict=True))
+        ]
+        results = reranker.rerank(postings, shortlists, top_k)
+        rows = []
+        for result in results:
+            record = store.cached_call(result.call_key) if result.call_key else None
+            tokens_in = record["tokens_in"] if record else result.tokens_in
+            tokens_out = record["tokens_out"] if record else result.tokens_out
+            latency = record["latency_s"] if record and result.cached else result.latency_s
+            answer = (record or {}).get("response_parsed") or {}
+            picks = [choice["onet_code"] for choice in answer.get("choices", [])]
+            first = answer.get("choices", [{}])[0] if picks else {}
+            attempted = result.call_key is not None
+            rows.append(
+                LLMRow(
+                    source=result.source,
+                    error=result.error,
+                    call_key=result.call_key,
+                    cached=bool(result.cached),
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=prices.cost(model, tokens_in or 0, tokens_out or 0)
+                    if attempted
+                    else 0.0,
+                    latency_s=latency if attempted else None,
+                    predicted=picks if result.source == "llm" else [],
+                    rationale=first.get("rationale"),
+                    confidence=first.get("confidence"),
+                    none_fits=bool(answer.get("none_fits")) and result.source == "llm",
+                    reference_cost_usd=prices.cost(REFERENCE_MODEL, tokens_in or 0, tokens_out or 0)
+                    if attempted
+                    else 0.0,
+                )
+            )
+        return rows
+
+    return stage
+
+
+def llm_description(settings: Any, reranker: Any) -> dict[str, Any]:
+    """What a reader needs to know about the LLM stage (never the API key)."""
+    return {
+        "model": settings.llm_model,
+        "endpoint": settings.openai_base_url or "https://api.openai.com/v1 (openai default)",
+        "prompt": f"{reranker.template.version} ({reranker.template.hash[:12]})",
+        "candidate_order": settings.candidate_order,
+        "temperature": settings.llm_temperature,
+        "max_tokens": settings.llm_max_tokens,
+        "body_characters": settings.llm_body_characters,
+        "structured_output": reranker.mode,
+        "price_known": prices_known(reranker, settings.llm_model),
+        "reference_model": REFERENCE_MODEL,
+    }
+
+
+def prices_known(reranker: Any, model: str) -> bool:
+    return bool(reranker.prices.known(model))
+
+
+@contextlib.contextmanager
+def open_llm_stage(
+    settings: Any, options: EvalOptions, taxonomy: Taxonomy
+) -> Iterator[tuple[RerankStage | None, dict[str, Any] | None]]:
+    """The product's reranker over the settings' store, when a mode needs the LLM; the store
+    stays open (it caches every call) until the evaluation is done."""
+    if not LLM_MODES & set(options.modes):
+        yield None, None
+        return
+    from onet_llm.rerank import Reranker
+    from onet_llm.store import Store
+
+    with Store(settings.resolved_store_path) as store:
+        reranker = Reranker(settings, store, taxonomy)
+        yield reranker_stage(reranker, store), llm_description(settings, reranker)

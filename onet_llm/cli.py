@@ -75,12 +75,52 @@ def label(
         typer.Option("--store", help="DuckDB store (default $ONET_LLM_HOME/store.duckdb)."),
     ] = None,
     home: HomeOption = None,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Rerank each shortlist with an LLM (stage 2).")
+    ] = False,
+    llm_model: Annotated[
+        str | None, typer.Option("--llm-model", help="LLM model name ($ONET_LLM_MODEL).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible endpoint ($OPENAI_BASE_URL)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Parallel LLM requests (default 4).")
+    ] = None,
+    max_cost_usd: Annotated[
+        float | None,
+        typer.Option("--max-cost-usd", help="Stop cleanly before LLM spend passes this."),
+    ] = None,
+    llm_when: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-when", help="always | uncertain (only rows whose top-1 is not clearly ahead)."
+        ),
+    ] = None,
+    candidate_order: Annotated[
+        str | None,
+        typer.Option("--candidate-order", help="embedding | shuffle: the order the LLM sees."),
+    ] = None,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.pipeline import LabelOptions, check_input, label_file, open_labeler
     from onet_llm.store import Store
 
-    settings = Settings.load(home=home, embedding_model=model, store_path=store)
+    try:
+        settings = Settings.load(
+            home=home,
+            embedding_model=model,
+            store_path=store,
+            llm_model=llm_model,
+            openai_base_url=base_url,
+            llm_concurrency=concurrency,
+            max_cost_usd=max_cost_usd,
+            llm_when=llm_when,
+            candidate_order=candidate_order,
+        )
+    except OnetLLMError as error:
+        raise fail(error) from None
     try:
         options = LabelOptions(
             top_k=top_k,
@@ -111,16 +151,25 @@ def label(
             def on_progress(done: int, total: int | None) -> None:
                 progress.update(task, completed=done, total=total, rate=_rows_per_second(progress))
 
+            fingerprint: dict = {"model": labeler.encoder.model_id}
+            reranker = None
+            if llm:
+                from onet_llm.rerank import Reranker
+
+                reranker = Reranker(settings, run_store, labeler.taxonomy)
+                fingerprint["llm"] = settings.llm_fingerprint()
             summary = label_file(
                 labeler,
                 run_store,
                 input_path,
                 output,
                 options,
-                {"model": labeler.encoder.model_id},
+                fingerprint,
                 index_key,
                 on_progress,
+                reranker,
             )
+            llm_ledger = run_store.ledger(summary.run_id) if llm else None
     except OnetLLMError as error:
         raise fail(error) from None
     resumed = f" (resumed after row {summary.resumed_from})" if summary.resumed_from else ""
@@ -128,6 +177,8 @@ def label(
         f"labelled {summary.rows} rows in {summary.seconds:.1f}s{resumed} -> {summary.output_path}"
     )
     console.print(f"run {summary.run_id}; sources: {summary.sources}")
+    if llm_ledger is not None:
+        _print_ledger(llm_ledger, title="LLM requests in this run")
     if summary.top_codes:
         table = Table("top-1 code", "occupation", "rows", title="most frequent top-1 labels")
         for code, title, count in summary.top_codes:
@@ -163,6 +214,70 @@ def search(
 
 
 # -- LLM commands (ledger, ...): issue 6 -------------------------------------------------------
+@app.command()
+def ledger(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB store (default $ONET_LLM_HOME/store.duckdb)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """LLM requests by run and model: calls made, cache hits, tokens, cost and latency."""
+    from onet_llm.store import Store
+
+    settings = Settings.load(home=home, store_path=store)
+    path = settings.resolved_store_path
+    try:
+        if not path.is_file():
+            raise OnetLLMError(f"no store at {path} (nothing has been labelled with it yet)")
+        with Store(path) as run_store:
+            table = run_store.ledger(run)
+    except OnetLLMError as error:
+        raise fail(error) from None
+    _print_ledger(table, title=f"LLM ledger ({path})")
+
+
+def _print_ledger(frame, title: str) -> None:
+    """Cost shows 'unknown' where a model has no price (set one: see .env.example)."""
+    if frame.empty:
+        console.print("no LLM requests recorded")
+        return
+    table = Table(
+        "run",
+        "model",
+        "requests",
+        "calls",
+        "cache hits",
+        "failed",
+        "HTTP requests",
+        "tokens in",
+        "tokens out",
+        "cost USD",
+        "median latency s",
+        title=title,
+    )
+    for row in frame.itertuples(index=False):
+        cost = (
+            "unknown"
+            if row.cost_usd is None or row.cost_usd != row.cost_usd
+            else (f"{row.cost_usd:.4f}")
+        )
+        latency = row.median_latency_s
+        table.add_row(
+            str(row.run_id),
+            str(row.model),
+            str(row.requests),
+            str(row.calls),
+            str(row.cache_hits),
+            str(row.failed),
+            str(row.http_requests),
+            str(row.tokens_in),
+            str(row.tokens_out),
+            cost,
+            "-" if latency is None or latency != latency else f"{latency:.2f}",
+        )
+    console.print(table)
 
 
 # -- train command: issue 3 --------------------------------------------------------------------

@@ -16,3 +16,13 @@ class ModelError(OnetLLMError):
 
 class StoreError(OnetLLMError):
     """The DuckDB store cannot be opened or is in use."""
+
+
+class LLMError(OnetLLMError):
+    """The LLM endpoint is misconfigured (bad key, unknown model, unreachable settings): the
+    run stops rather than falling back row after row."""
+
+
+class BudgetError(LLMError):
+    """The next LLM call would take the run past --max-cost-usd; the run stops cleanly and
+    resumes (cached calls are free) when started again with a higher limit."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -23,6 +24,9 @@ from onet_llm.store import RunRecord, Store
 from onet_llm.tables import TableWriter, count_rows, iter_table_chunks, table_format
 from onet_llm.taxonomy import Taxonomy
 from onet_llm.text import DEFAULT_TEXT_VARIANT, TextVariant, posting_text
+
+if TYPE_CHECKING:
+    from onet_llm.rerank import Reranker
 
 # Bodies longer than this are cut before they reach the store (the encoder and any LLM prompt
 # see far less); the audit trail keeps what mattered for the decision.
@@ -138,6 +142,48 @@ class Labeler:
         return pd.DataFrame(records)
 
 
+def rerank_rows(
+    rows: pd.DataFrame, reranker: Reranker, top_k: int, run_id: str | None
+) -> pd.DataFrame:
+    """Send a chunk's shortlisted rows to the LLM (all of them, or with `llm_when=uncertain`
+    only those whose embedding top-1 is not clearly ahead) and replace their labels with its
+    ranking. Rows not sent keep source='embedding'; failed ones keep the embedding ranking with
+    source='fallback' and the error."""
+    from onet_llm.rerank import Posting, is_uncertain
+
+    settings = reranker.settings
+    selected: list[tuple[int, list[Candidate]]] = []
+    for position, (source, shortlist) in enumerate(
+        zip(rows["source"], rows["shortlist"], strict=True)
+    ):
+        if source != "embedding":
+            continue
+        candidates = [Candidate(**candidate) for candidate in json.loads(shortlist)]
+        if settings.llm_when == "uncertain" and not is_uncertain(
+            candidates, settings.llm_uncertain_margin
+        ):
+            continue
+        selected.append((position, candidates))
+    if not selected:
+        return rows
+    postings = [
+        Posting(
+            str(rows["posting_id"].iat[position]),
+            str(rows["title"].iat[position]),
+            str(rows["body"].iat[position]),
+        )
+        for position, _ in selected
+    ]
+    results = reranker.rerank(postings, [c for _, c in selected], top_k, run_id)
+    rows = rows.copy()
+    for (position, _), result in zip(selected, results, strict=True):
+        rows.iat[position, rows.columns.get_loc("labels")] = json.dumps(result.labels)
+        rows.iat[position, rows.columns.get_loc("source")] = result.source
+        rows.iat[position, rows.columns.get_loc("error")] = result.error
+        rows.iat[position, rows.columns.get_loc("call_key")] = result.call_key
+    return rows
+
+
 def posting_fields(
     chunk: pd.DataFrame, first_row: int, options: LabelOptions
 ) -> tuple[list[str], list[str], list[str]]:
@@ -243,8 +289,13 @@ def label_file(
     settings_fingerprint: dict,
     index_key: str,
     on_progress: Callable[[int, int | None], None] | None = None,
+    reranker: Reranker | None = None,
 ) -> LabelSummary:
-    """Label every row of `input_path` into `output_path`, resuming an unfinished identical run."""
+    """Label every row of `input_path` into `output_path`, resuming an unfinished identical run.
+
+    With a `reranker`, each chunk's shortlists go through the LLM before the chunk is committed;
+    its calls are cached as they complete, so a run stopped mid-chunk (Ctrl-C, --max-cost-usd)
+    pays nothing again for them when it resumes."""
     started = time.perf_counter()
     output_path = output_path or default_output_path(input_path)
     options = check_input(input_path, output_path, options)
@@ -279,6 +330,8 @@ def label_file(
             chunk = chunk.iloc[resumed_from - first_row + 1 :]
             first_row = resumed_from + 1
         rows = labeler.label_chunk(chunk, first_row, options)
+        if reranker is not None:
+            rows = rerank_rows(rows, reranker, options.top_k, run.run_id)
         store.append_rows(run.run_id, rows)
         if on_progress:
             on_progress(done, total)

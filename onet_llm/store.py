@@ -1,4 +1,4 @@
-"""The DuckDB store: labelling runs and their rows (and, in later migrations, LLM calls).
+"""The DuckDB store: labelling runs and their rows, LLM calls (the cache) and their log.
 
 Schema changes are numbered migrations in the manner of simonw/llm: each `mNNN_*` function runs
 once, in order, and is recorded in `_migrations`, so a store written by an older version still
@@ -11,6 +11,7 @@ run resumes after its last committed chunk. The store never imports the pipeline
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,9 +62,58 @@ def m001_runs(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-# m002_llm_calls (issue 6) and m003_review_decisions (issue 5) are reserved names.
+def m002_llm_calls(db: duckdb.DuckDBPyConnection) -> None:
+    """LLM calls, one row per distinct request (the cache), and a log of every request a run
+    made, cache hits included (the ledger). Neither ever holds an API key."""
+    db.execute(
+        """
+        CREATE TABLE calls (
+            call_key VARCHAR PRIMARY KEY,  -- sha256 of model, prompt hash, schema hash, messages,
+                                           -- parameters: the same request is never paid twice
+            model VARCHAR NOT NULL,
+            prompt_version VARCHAR NOT NULL,
+            prompt_hash VARCHAR NOT NULL,
+            schema_hash VARCHAR NOT NULL,
+            request JSON,                  -- messages and parameters as sent (no secrets)
+            response_raw VARCHAR,          -- the last response body's message content
+            response_parsed JSON,          -- the validated answer, numbers mapped to codes
+            tokens_in BIGINT,              -- summed over every attempt
+            tokens_out BIGINT,
+            cost_usd DOUBLE,               -- NULL: the model has no price, cost unknown
+            latency_s DOUBLE,              -- summed over every attempt, waits included
+            status VARCHAR NOT NULL,       -- ok | error; only ok rows are served from the cache
+            error VARCHAR,
+            attempts INTEGER,              -- HTTP requests made for this call
+            validation_retries INTEGER,
+            transport_retries INTEGER,
+            created_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE call_log (
+            request_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR,                -- NULL outside a labelling run
+            call_key VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            cached BOOLEAN NOT NULL,       -- served from `calls` without any HTTP request
+            status VARCHAR NOT NULL,       -- ok | error
+            tokens_in BIGINT,
+            tokens_out BIGINT,
+            cost_usd DOUBLE,               -- 0 for a cache hit; NULL when unknown
+            latency_s DOUBLE,
+            attempts INTEGER,
+            created_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
+# m003_review_decisions (issue 5) is a reserved name.
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_runs,
+    m002_llm_calls,
 ]
 
 
@@ -130,6 +180,9 @@ class Store:
                 f"cannot open store {path}: {str(error).splitlines()[0]} "
                 "(another onet-llm process may be using it; pass --store to use another file)"
             ) from None
+        # LLM workers are threads sharing this store: each statement on a call table runs on
+        # its own cursor, serialised by this lock (DuckDB connections are not thread-safe).
+        self._lock = threading.Lock()
         if not read_only:
             apply_migrations(self.db)
 
@@ -214,3 +267,126 @@ class Store:
 
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()
+
+    # -- LLM calls (the cache) and the per-request log (the ledger) ---------------------------
+    def cached_call(self, call_key: str) -> dict | None:
+        """A validated earlier answer to the same request, or None. Failed calls are kept for
+        the audit trail but never served."""
+        with self._lock:
+            cursor = self.db.cursor()
+            try:
+                row = cursor.execute(
+                    "SELECT call_key, response_parsed, tokens_in, tokens_out, cost_usd, latency_s "
+                    "FROM calls WHERE call_key = ? AND status = 'ok'",
+                    [call_key],
+                ).fetchone()
+            finally:
+                cursor.close()
+        if row is None:
+            return None
+        return {
+            "call_key": row[0],
+            "response_parsed": json.loads(row[1]) if row[1] else None,
+            "tokens_in": row[2],
+            "tokens_out": row[3],
+            "cost_usd": row[4],
+            "latency_s": row[5],
+        }
+
+    def record_call(self, call: dict, run_id: str | None, cached: bool) -> None:
+        """Write a call (unless served from the cache) and its log entry in one transaction."""
+        with self._lock:
+            cursor = self.db.cursor()
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                if not cached:
+                    cursor.execute(
+                        "INSERT OR REPLACE INTO calls VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            call["call_key"],
+                            call["model"],
+                            call["prompt_version"],
+                            call["prompt_hash"],
+                            call["schema_hash"],
+                            json.dumps(call["request"]),
+                            call.get("response_raw"),
+                            json.dumps(call["response_parsed"])
+                            if call.get("response_parsed") is not None
+                            else None,
+                            call.get("tokens_in"),
+                            call.get("tokens_out"),
+                            call.get("cost_usd"),
+                            call.get("latency_s"),
+                            call["status"],
+                            call.get("error"),
+                            call.get("attempts"),
+                            call.get("validation_retries"),
+                            call.get("transport_retries"),
+                            _now(),
+                        ],
+                    )
+                cursor.execute(
+                    "INSERT INTO call_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        uuid.uuid4().hex,
+                        run_id,
+                        call["call_key"],
+                        call["model"],
+                        cached,
+                        call["status"],
+                        0 if cached else call.get("tokens_in"),
+                        0 if cached else call.get("tokens_out"),
+                        0.0 if cached else call.get("cost_usd"),
+                        0.0 if cached else call.get("latency_s"),
+                        0 if cached else call.get("attempts"),
+                        _now(),
+                    ],
+                )
+                cursor.execute("COMMIT")
+            except Exception:
+                cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+
+    def calls(self) -> pd.DataFrame:
+        with self._lock:
+            return self.db.execute("SELECT * FROM calls ORDER BY created_at").df()
+
+    def call_log(self, run_id: str | None = None) -> pd.DataFrame:
+        query = "SELECT * FROM call_log"
+        params: list = []
+        if run_id is not None:
+            query += " WHERE run_id = ?"
+            params.append(run_id)
+        with self._lock:
+            return self.db.execute(query + " ORDER BY created_at", params).df()
+
+    def ledger(self, run_id: str | None = None) -> pd.DataFrame:
+        """Requests, calls made, cache hits, failures, tokens, cost and latency by run and
+        model. `cost_usd` is NULL when any paid call in the group had no known price."""
+        where = "WHERE run_id = ?" if run_id is not None else ""
+        params = [run_id] if run_id is not None else []
+        with self._lock:
+            return self.db.execute(
+                f"""
+                SELECT coalesce(run_id, '-') AS run_id,
+                       model,
+                       count(*) AS requests,
+                       count(*) FILTER (WHERE NOT cached) AS calls,
+                       count(*) FILTER (WHERE cached) AS cache_hits,
+                       count(*) FILTER (WHERE status <> 'ok') AS failed,
+                       coalesce(sum(attempts), 0) AS http_requests,
+                       coalesce(sum(tokens_in), 0) AS tokens_in,
+                       coalesce(sum(tokens_out), 0) AS tokens_out,
+                       CASE WHEN count(*) FILTER (WHERE NOT cached AND cost_usd IS NULL) > 0
+                            THEN NULL ELSE coalesce(sum(cost_usd), 0) END AS cost_usd,
+                       median(latency_s) FILTER (WHERE NOT cached) AS median_latency_s,
+                       min(created_at) AS first_request
+                FROM call_log {where}
+                GROUP BY ALL
+                ORDER BY first_request
+                """,
+                params,
+            ).df()

@@ -421,6 +421,8 @@ def eval_command(
 
 
 def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
+    from rich import box
+
     from onet_llm.eval_report import money, with_interval
 
     data = metrics["data"]
@@ -432,6 +434,11 @@ def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
         "abstain",
         "cost / 1,000",
         title=f"{data['name']}: {metrics['rows']} rows, 8-digit O*NET, [95% CI]",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+        pad_edge=False,
     )
     for mode, result in metrics["modes"].items():
         onet = result["levels"]["onet"]

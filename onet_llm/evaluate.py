@@ -486,12 +486,17 @@ def cascade_sweep(
     golds: list[str],
     options: EvalOptions,
 ) -> list[dict[str, Any]]:
-    """Accuracy and cost of the cascade at each candidate threshold."""
+    """Accuracy and cost of the cascade at each candidate threshold (one point per distinct
+    number of rows sent: the lowest threshold that sends them)."""
     points = []
+    seen_sent: set[int] = set()
     for threshold in cascade_thresholds(margins):
         outcome = cascade_outcome(embedding, hybrid, margins, threshold)
         ranks = hit_ranks(outcome.predictions, golds, "onet")
         cost = llm_summary(outcome.llm_rows, len(golds))
+        if cost["rows_sent"] in seen_sent:
+            continue
+        seen_sent.add(cost["rows_sent"])
         points.append(
             {
                 "threshold": threshold,

@@ -280,3 +280,67 @@ def test_llm_summary_reports_unknown_prices_and_fallbacks():
     assert summary["fallbacks"] == 1 and summary["none_fits"] == 1
     assert summary["latency_p50_s"] == 3.0 and summary["latency_p95_s"] == pytest.approx(4.8)
     assert summary["errors"] == [{"error": "timeout", "rows": 1}]
+
+
+# -- hybrid and cascade through the real reranker and a real local LLM server ------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2_url():
+    from benchmarks.local_llm import local_llm_server, smollm2_path
+
+    # One thread: on a busy 2-core machine llama.cpp threads spin-wait on each other.
+    with local_llm_server(smollm2_path(), threads=1, alias="smollm2") as base_url:
+        yield base_url
+
+
+@pytest.mark.slow
+def test_hybrid_and_cascade_run_end_to_end_and_a_rerun_makes_no_calls(tmp_path, smollm2_url):
+    data = write_gold(tmp_path / "gold.csv", GOLD_ROWS[:4])
+    common = ["--data", str(data), "--modes", "embedding,hybrid,cascade", "--top-k", "1"]
+    common += ["--base-url", smollm2_url, "--llm-model", "smollm2", "--resamples", "200"]
+    common += ["--concurrency", "1", "--store", str(tmp_path / "calls.duckdb")]
+    first = invoke(*common, "--out", str(tmp_path / "first"))
+    assert first.exit_code == 0, first.output
+    metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    assert list(metrics["modes"]) == ["embedding", "hybrid", "cascade"]
+    hybrid = metrics["modes"]["hybrid"]["llm"]
+    assert hybrid["rows_sent"] == 4 and hybrid["calls"] + hybrid["cache_hits"] == 4
+    assert hybrid["calls"] >= 1 and hybrid["tokens_in"] > 0 and hybrid["latency_p50_s"] > 0
+    assert hybrid["cost_usd"] is None  # a local model has no price...
+    assert hybrid["reference_cost_per_1000_postings_usd"] > 0  # ...but its tokens do, for scale
+    assert metrics["settings"]["llm"]["model"] == "smollm2"
+    assert "OPENAI_API_KEY" not in (tmp_path / "first" / "metrics.json").read_text()
+
+    # Every mode was scored on the same rows, and its numbers follow from its predictions.
+    records = [json.loads(line) for line in (tmp_path / "first" / "predictions.jsonl").open()]
+    golds = [row[3] for row in GOLD_ROWS[:4]]
+    for mode in ("embedding", "hybrid", "cascade"):
+        predicted = [record["modes"][mode]["predicted"] for record in records]
+        for level in ("onet", "detailed", "major"):
+            ranks = hit_ranks(predicted, golds, level)
+            assert metrics["modes"][mode]["levels"][level]["top1"]["value"] == pytest.approx(
+                metric_values(ranks, "top1").mean()
+            )
+    for record in records:
+        entry = record["modes"]["hybrid"]
+        assert entry["source"] in {"llm", "fallback"} and entry["llm"]["call_key"]
+        if entry["source"] == "llm" and entry["llm"]["picks"]:
+            assert entry["predicted"][:1] == entry["llm"]["picks"][:1]
+        else:
+            assert entry["predicted"] == record["shortlist"][:10]
+    cascade = metrics["cascade"]
+    assert cascade["sweep"][0]["rows_sent"] == 0 and cascade["sweep"][-1]["rows_sent"] == 4
+    assert "hybrid - embedding" in (tmp_path / "first" / "report.md").read_text()
+
+    # The same evaluation again: every answer comes from the cache, the figures do not move.
+    second = invoke(*common, "--out", str(tmp_path / "second"))
+    assert second.exit_code == 0, second.output
+    again = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    rerun = again["modes"]["hybrid"]["llm"]
+    # Only validated answers are cached: a row that fell back the first time is asked again.
+    successful = sum(record["modes"]["hybrid"]["source"] == "llm" for record in records)
+    assert rerun["cache_hits"] == successful and rerun["calls"] == 4 - successful
+    if successful == 4:
+        assert rerun["calls"] == 0 and rerun["tokens_in"] == hybrid["tokens_in"]
+        assert again["modes"]["hybrid"]["levels"] == metrics["modes"]["hybrid"]["levels"]

@@ -482,6 +482,15 @@ def report_blocks(metrics: dict[str, Any], plots: dict[str, bytes], notes: str =
                 "as written).",
             )
         )
+        rerank_seconds = (metrics.get("seconds") or {}).get("rerank")
+        if rerank_seconds is not None:
+            blocks.append(
+                Block(
+                    "p",
+                    f"Wall-clock time of the LLM stage in this run: {rerank_seconds:,.0f} s for "
+                    f"{metrics['rows']} rows (cache hits take milliseconds).",
+                )
+            )
         for mode in llm_modes:
             errors = metrics["modes"][mode]["llm"]["errors"]
             if errors:

@@ -205,7 +205,10 @@ def load_dataset(
         if sample < 1:
             raise InputError(f"--sample must be at least 1, got {sample}")
         if sample < len(frame):
-            frame = frame.sample(n=sample, random_state=seed).sort_values("row_number")
+            # Kept in draw order, which is also the order the LLM sees the rows: a smaller
+            # sample with the same seed is a prefix of this one, so after an interrupted run
+            # `--sample N` for any N up to the rows done is answered from the call cache.
+            frame = frame.sample(n=sample, random_state=seed)
     frame = frame.reset_index(drop=True)
     return EvalDataset(
         name=name,

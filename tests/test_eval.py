@@ -255,7 +255,10 @@ def test_margins_and_cascade_sweep_by_hand():
         for point in cascade_sweep(embedding, hybrid, margins, golds, options)
     }
     assert sweep[0.0]["rows_sent"] == 0 and sweep[0.0]["top1"] == 0.5
-    assert sweep[float("inf")]["rows_sent"] == 4 and sweep[float("inf")]["top1"] == 0.75
+    everything = max(sweep.values(), key=lambda point: point["rows_sent"])
+    assert everything["rows_sent"] == 4 and everything["top1"] == 0.75
+    # One point per distinct number of rows sent.
+    assert sorted(point["rows_sent"] for point in sweep.values()) == [0, 1, 2, 3, 4]
     # Sending the two least certain rows (margins 0.01 and 0.05) gets every row right...
     two = cascade_outcome(embedding, hybrid, margins, 0.1)
     assert hit_ranks(two.predictions, golds) == [1, 1, 1, 1]

@@ -423,17 +423,17 @@ def eval_command(
 def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
     from rich import box
 
-    from onet_llm.eval_report import money, with_interval
+    from onet_llm.eval_report import money, pct, with_interval
 
     data = metrics["data"]
     table = Table(
         "mode",
-        "top-1",
+        "top-1 [95% CI]",
         "top-5",
         "MRR@10",
         "abstain",
-        "cost / 1,000",
-        title=f"{data['name']}: {metrics['rows']} rows, 8-digit O*NET, [95% CI]",
+        "cost/1k",
+        title=f"{data['name']}: {metrics['rows']} rows, 8-digit O*NET",
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
         collapse_padding=True,
@@ -446,15 +446,15 @@ def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
         table.add_row(
             mode,
             with_interval(onet["top1"]),
-            with_interval(onet["top5"]),
-            with_interval(onet["mrr10"]),
-            f"{result['abstain_rate']:.3f}",
+            pct(onet["top5"]["value"]),
+            pct(onet["mrr10"]["value"]),
+            pct(result["abstain_rate"]),
             money(llm["cost_per_1000_postings_usd"]),
         )
     console.print(table)
     recall = metrics["shortlist"]["recall"]["onet"]
     console.print(f"shortlist recall@{metrics['shortlist']['size']}: {with_interval(recall)}")
-    console.print(f"report: {paths['markdown']} and {paths['html']}; metrics: {paths['metrics']}")
+    console.print(f"report: {paths['markdown']} and {paths['html']}", soft_wrap=True)
 
 
 def _print_comparison(comparison: dict) -> None:

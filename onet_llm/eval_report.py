@@ -22,6 +22,12 @@ from onet_llm.evaluate import KS, LEVEL_NAMES, LEVELS, METRICS, jsonable, to_jso
 from onet_llm.taxonomy import SOC_MAJOR_GROUPS
 
 MODE_COLOURS = {"embedding": "#4C72B0", "hybrid": "#DD8452", "cascade": "#55A868"}
+# Distinct markers and dashes keep modes visible where their lines coincide.
+MODE_STYLES = {
+    "embedding": {"marker": "o", "linestyle": "-"},
+    "hybrid": {"marker": "s", "linestyle": "--"},
+    "cascade": {"marker": "^", "linestyle": ":"},
+}
 METRIC_NAMES = {
     "top1": "top-1",
     "top3": "top-3",
@@ -93,7 +99,14 @@ def plot_accuracy_by_k(metrics: dict[str, Any]) -> bytes:
         for mode, result in metrics["modes"].items():
             entries = [result["levels"][level][f"top{k}"] for k in KS]
             values = [entry["value"] for entry in entries]
-            axis.plot(KS, values, marker="o", label=mode, color=MODE_COLOURS.get(mode))
+            axis.plot(
+                KS,
+                values,
+                label=mode,
+                color=MODE_COLOURS.get(mode),
+                markersize=6,
+                **MODE_STYLES.get(mode, {"marker": "o"}),
+            )
             axis.fill_between(
                 KS,
                 [entry["low"] for entry in entries],

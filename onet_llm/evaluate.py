@@ -1052,7 +1052,8 @@ def llm_description(settings: Any, reranker: Any) -> dict[str, Any]:
     """What a reader needs to know about the LLM stage (never the API key)."""
     return {
         "model": settings.llm_model,
-        "endpoint": settings.openai_base_url or "https://api.openai.com/v1 (openai default)",
+        "endpoint": public_url(settings.openai_base_url)
+        or "https://api.openai.com/v1 (openai default)",
         "prompt": f"{reranker.template.version} ({reranker.template.hash[:12]})",
         "candidate_order": settings.candidate_order,
         "temperature": settings.llm_temperature,
@@ -1062,6 +1063,18 @@ def llm_description(settings: Any, reranker: Any) -> dict[str, Any]:
         "price_known": prices_known(reranker, settings.llm_model),
         "reference_model": REFERENCE_MODEL,
     }
+
+
+def public_url(url: str | None) -> str | None:
+    """The endpoint without user:password@ or query string: reports never carry secrets."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def prices_known(reranker: Any, model: str) -> bool:

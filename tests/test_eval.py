@@ -24,6 +24,7 @@ from onet_llm.evaluate import (
     llm_summary,
     load_dataset,
     parse_modes,
+    public_url,
     top1_margins,
 )
 from onet_llm.metrics import bootstrap_indices, bootstrap_interval, hit_ranks, metric_values
@@ -187,6 +188,14 @@ def test_a_smaller_sample_is_a_prefix_of_a_larger_one(taxonomy):
     small = load_dataset("dev-ads-test", taxonomy, sample=25, seed=4)
     assert list(small.frame["id"]) == list(large.frame["id"])[:25]
     assert list(large.frame["id"]) != sorted(large.frame["id"], key=int)
+
+
+def test_endpoints_lose_credentials_before_they_reach_a_report():
+    assert public_url("https://user:sk-secret@llm.example.com:8443/v1?key=sk-2") == (
+        "https://llm.example.com:8443/v1"
+    )
+    assert public_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
+    assert public_url(None) is None
 
 
 def test_parse_modes_is_canonical():

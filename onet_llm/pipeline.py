@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -143,7 +144,11 @@ class Labeler:
 
 
 def rerank_rows(
-    rows: pd.DataFrame, reranker: Reranker, top_k: int, run_id: str | None
+    rows: pd.DataFrame,
+    reranker: Reranker,
+    top_k: int,
+    run_id: str | None,
+    on_result: Callable[[object], None] | None = None,
 ) -> pd.DataFrame:
     """Send a chunk's shortlisted rows to the LLM (all of them, or with `llm_when=uncertain`
     only those whose embedding top-1 is not clearly ahead) and replace their labels with its
@@ -174,7 +179,7 @@ def rerank_rows(
         )
         for position, _ in selected
     ]
-    results = reranker.rerank(postings, [c for _, c in selected], top_k, run_id)
+    results = reranker.rerank(postings, [c for _, c in selected], top_k, run_id, on_result)
     rows = rows.copy()
     for (position, _), result in zip(selected, results, strict=True):
         rows.iat[position, rows.columns.get_loc("labels")] = json.dumps(result.labels)
@@ -331,7 +336,13 @@ def label_file(
             first_row = resumed_from + 1
         rows = labeler.label_chunk(chunk, first_row, options)
         if reranker is not None:
-            rows = rerank_rows(rows, reranker, options.top_k, run.run_id)
+            rows = rerank_rows(
+                rows,
+                reranker,
+                options.top_k,
+                run.run_id,
+                _row_progress(on_progress, first_row - 1, total),
+            )
         store.append_rows(run.run_id, rows)
         if on_progress:
             on_progress(done, total)
@@ -363,6 +374,24 @@ def label_file(
         sources=sources,
         top_codes=[(code, labeler.taxonomy.title(code), n) for code, n in top],
     )
+
+
+def _row_progress(
+    on_progress: Callable[[int, int | None], None] | None, done_before: int, total: int | None
+) -> Callable[[object], None] | None:
+    """Per-posting progress inside a chunk while the LLM works (it is slow); called from the
+    rerank worker threads, hence the lock."""
+    if on_progress is None:
+        return None
+    lock = threading.Lock()
+    finished = [done_before]
+
+    def advance(_result: object) -> None:
+        with lock:
+            finished[0] += 1
+            on_progress(finished[0], total)
+
+    return advance
 
 
 def _chain(first: pd.DataFrame, rest: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:

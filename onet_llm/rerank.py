@@ -41,7 +41,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 RATIONALE_CHARACTERS = 300
+RATIONALE_SCHEMA_CHARACTERS = 160
 DESCRIPTION_CHARACTERS = 150
 RETRY_AFTER_CAP_S = 300.0
 
@@ -93,22 +94,33 @@ class RerankAnswer(BaseModel):
     none_fits: bool
 
 
+class BoundedChoice(Choice):
+    rationale: str = Field(json_schema_extra={"maxLength": RATIONALE_SCHEMA_CHARACTERS})
+
+
 @functools.cache
-def answer_model(top_k: int) -> type[RerankAnswer]:
-    """The schema sent for `top_k`: at most top_k choices (maxItems is enforced by grammar
-    engines and accepted by OpenAI's strict mode; it stops small models listing every
-    candidate until they hit max_tokens)."""
+def answer_model(top_k: int, bounded: bool = False) -> type[RerankAnswer]:
+    """The schema sent for `top_k`: at most top_k choices (maxItems: enforced by grammar
+    engines, accepted by OpenAI's strict mode), so small models do not list every candidate
+    until they hit max_tokens. `bounded` also caps each rationale's length (maxLength, schema
+    only: longer ones are trimmed, not rejected); servers that refuse that keyword get the
+    unbounded schema (see Reranker._degrade)."""
     return create_model(
         "RerankAnswer",
         __base__=RerankAnswer,
-        choices=(list[Choice], Field(max_length=top_k)),
+        choices=(list[BoundedChoice if bounded else Choice], Field(max_length=top_k)),
     )
 
 
 @functools.cache
 def schema_hash(top_k: int) -> str:
-    schema = to_strict_json_schema(answer_model(top_k))
+    schema = to_strict_json_schema(answer_model(top_k, bounded=True))
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Structured-output modes, most constrained first; "auto" starts at the top and steps down
+# when a server rejects a response_format with a 400.
+MODES = ("json_schema_bounded", "json_schema", "json_object")
 
 
 class Posting(NamedTuple):
@@ -303,7 +315,7 @@ class TransportPolicy:
         self.max_retries = settings.llm_max_retries
         self.rate_limit_retries = settings.llm_rate_limit_retries
         self.backoff = wait_exponential_jitter(
-            initial=settings.llm_backoff_initial_s, max=settings.llm_backoff_max_s
+            multiplier=settings.llm_backoff_initial_s, max=settings.llm_backoff_max_s
         )
 
     def retrying(self, retries: dict[str, int]) -> Retrying:
@@ -478,9 +490,7 @@ class Reranker:
             )
         self.meter = CostMeter(settings.max_cost_usd)
         self.transport = TransportPolicy(settings)
-        self.mode = (
-            "json_schema" if settings.structured_output == "auto" else (settings.structured_output)
-        )
+        self.mode = MODES[0] if settings.structured_output == "auto" else settings.structured_output
         self._mode_lock = threading.Lock()
         # The key goes to the client only; local servers accept any non-empty key.
         self.client = client or openai.OpenAI(
@@ -511,18 +521,14 @@ class Reranker:
         shortlists: Sequence[Sequence[Candidate]],
         top_k: int,
         run_id: str | None = None,
+        on_result: Callable[[RerankResult], None] | None = None,
     ) -> list[RerankResult]:
         """One result per posting, in order. Raises BudgetError (after letting requests in
-        flight finish) when the cost limit would be passed, LLMError on misconfiguration."""
+        flight finish) when the cost limit would be passed, LLMError on misconfiguration.
+        `on_result` is called (from the worker threads) as each posting finishes: progress."""
         if len(postings) != len(shortlists):
             raise ValueError("one shortlist per posting")
         self.descriptions  # noqa: B018  (load once, before the workers start)
-        workers = max(1, self.settings.llm_concurrency)
-        if workers == 1 or len(postings) <= 1:
-            return [
-                self.rerank_one(Posting(*p), list(s), top_k, run_id)
-                for p, s in zip(postings, shortlists, strict=True)
-            ]
         stop = threading.Event()
 
         def work(item: tuple) -> RerankResult | None:
@@ -530,20 +536,34 @@ class Reranker:
             if stop.is_set():
                 return None
             try:
-                return self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
+                result = self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
             except Exception:
                 stop.set()
                 raise
+            if on_result is not None:
+                on_result(result)
+            return result
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank") as pool:
-            futures = [pool.submit(work, item) for item in zip(postings, shortlists, strict=True)]
-            results, first_error = [], None
+        items = list(zip(postings, shortlists, strict=True))
+        workers = max(1, self.settings.llm_concurrency)
+        if workers == 1 or len(items) <= 1:
+            return [work(item) for item in items]  # type: ignore[misc]
+        results: list[RerankResult | None] = []
+        first_error: Exception | None = None
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
+        try:
+            futures = [pool.submit(work, item) for item in items]
             for future in futures:
                 try:
                     results.append(future.result())
                 except Exception as error:  # keep collecting: in-flight calls get recorded
                     first_error = first_error or error
                     results.append(None)
+        except BaseException:  # Ctrl-C: start nothing new; requests in flight finish
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if first_error is not None:
             raise first_error
         return results  # type: ignore[return-value]
@@ -742,13 +762,19 @@ class Reranker:
         client-parsed answer (json_schema mode) and a validation problem, if any."""
         estimate = self._estimate_cost(messages)
 
-        def send() -> tuple[str | None, RerankAnswer | None, str | None]:
+        def send(mode: str) -> tuple[str | None, RerankAnswer | None, str | None]:
             self.meter.reserve(estimate)
             actual: float | None = 0.0
             try:
                 attempts.http += 1
-                raw = self._send(messages, top_k)
-                body = raw.http_response.json()
+                raw = self._send(messages, top_k, mode)
+                try:
+                    body = raw.http_response.json()
+                    if not isinstance(body, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    text = raw.http_response.text[:500]
+                    return text, None, "the server's response was not a JSON chat completion"
                 usage = body.get("usage") or {}
                 tokens_in = int(usage.get("prompt_tokens") or 0)
                 tokens_out = int(usage.get("completion_tokens") or 0)
@@ -768,50 +794,54 @@ class Reranker:
                         "20 words"
                     ),
                 )
-            if self.mode != "json_schema":
+            if mode == "json_object":
                 return content, None, None
             try:
                 parsed = raw.parse().choices[0].message.parsed
-            except (ValidationError, ValueError, openai.LengthFinishReasonError):
+            except (ValidationError, ValueError, openai.OpenAIError):
                 return content, None, None  # parse_answer() words the problem for the model
             return content, parsed, None
 
         retrying = self.transport.retrying(attempts.transport)
         for attempt in retrying:
             with attempt:
-                try:
-                    result = send()
-                except openai.BadRequestError as failure:
-                    if not self._switch_to_json_mode(failure):
-                        raise
-                    result = send()
+                while True:
+                    mode = self.mode
+                    try:
+                        result = send(mode)
+                        break
+                    except openai.BadRequestError as failure:
+                        if not self._degrade(failure, mode):
+                            raise
         # tenacity re-raises the last error once a budget is spent
         return result
 
-    def _send(self, messages: list[dict], top_k: int) -> Any:
+    def _send(self, messages: list[dict], top_k: int, mode: str) -> Any:
         common = {
             "model": self.settings.llm_model,
             "messages": messages,
             "temperature": self.settings.llm_temperature,
             "max_tokens": self.settings.llm_max_tokens,
         }
-        if self.mode == "json_schema":
+        if mode != "json_object":
             return self.client.chat.completions.with_raw_response.parse(
-                response_format=answer_model(top_k), **common
+                response_format=answer_model(top_k, mode == "json_schema_bounded"), **common
             )
         return self.client.chat.completions.with_raw_response.create(
             response_format={"type": "json_object"}, **common
         )
 
-    def _switch_to_json_mode(self, failure: openai.BadRequestError) -> bool:
-        """Servers without json_schema support reject the request with a 400 naming it: in
-        'auto' mode switch (once, for every worker) to JSON mode plus our own validation."""
-        if self.settings.structured_output != "auto" or self.mode != "json_schema":
+    def _degrade(self, failure: openai.BadRequestError, used: str) -> bool:
+        """A server that rejects our response_format with a 400 naming it (no maxLength in
+        OpenAI's strict mode; no json_schema at all in some servers) gets the next, less
+        constrained mode, once for every worker. Only in 'auto' mode."""
+        if self.settings.structured_output != "auto" or used == MODES[-1]:
             return False
-        if not re.search(r"response_format|json_schema|schema", str(failure), re.I):
+        if not re.search(r"response_format|json_schema|schema|maxLength", str(failure), re.I):
             return False
-        with self._mode_lock:
-            self.mode = "json_object"
+        with self._mode_lock:  # another worker may have stepped down already
+            if MODES.index(self.mode) <= MODES.index(used):
+                self.mode = MODES[MODES.index(used) + 1]
         return True
 
     def _estimate_cost(self, messages: list[dict]) -> float:

@@ -20,7 +20,7 @@ TEXT_VARIANTS: tuple[str, ...] = (
     "clean_title_body_head",
     "title_body",
 )
-DEFAULT_TEXT_VARIANT: TextVariant = "title"
+DEFAULT_TEXT_VARIANT: TextVariant = "title_body_head"
 # Characters of the body kept by the *_body_head variants (about 60-80 word pieces).
 BODY_HEAD_CHARACTERS = 300
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -295,7 +296,12 @@ class RerankStage(Protocol):
     one result per posting out (see `onet_llm.rerank`)."""
 
     def __call__(
-        self, titles: list[str], bodies: list[str], shortlists: list[list[Any]], top_k: int
+        self,
+        titles: list[str],
+        bodies: list[str],
+        shortlists: list[list[Any]],
+        top_k: int,
+        on_row: Callable[[int], None] | None = None,
     ) -> list[LLMRow]: ...
 
 
@@ -424,7 +430,13 @@ def run_evaluation(
             raise InputError("the hybrid and cascade modes need an LLM (see --llm-model)")
         notify(f"LLM rerank of {len(frame)} rows (cached calls are free)")
         started = time.perf_counter()
-        llm_rows = rerank(list(frame["title"]), list(frame["body"]), candidates, options.llm_top_k)
+        llm_rows = rerank(
+            list(frame["title"]),
+            list(frame["body"]),
+            candidates,
+            options.llm_top_k,
+            lambda done: notify(f"LLM rerank: {done}/{len(frame)} rows"),
+        )
         seconds["rerank"] = time.perf_counter() - started
         hybrid = hybrid_outcome(llm_rows, shortlists, depth)
         if "hybrid" in options.modes:
@@ -1005,13 +1017,26 @@ def reranker_stage(reranker: Any, store: Any) -> RerankStage:
     model = reranker.settings.llm_model
 
     def stage(
-        titles: list[str], bodies: list[str], shortlists: list[list[Any]], top_k: int
+        titles: list[str],
+        bodies: list[str],
+        shortlists: list[list[Any]],
+        top_k: int,
+        on_row: Callable[[int], None] | None = None,
     ) -> list[LLMRow]:
         postings = [
             Posting(str(i), title, body)
             for i, (title, body) in enumerate(zip(titles, bodies, strict=True))
         ]
-        results = reranker.rerank(postings, shortlists, top_k)
+        done = [0]
+        lock = threading.Lock()
+
+        def count(_result: Any) -> None:
+            with lock:
+                done[0] += 1
+                if on_row is not None:
+                    on_row(done[0])
+
+        results = reranker.rerank(postings, shortlists, top_k, None, count)
         rows = []
         for result in results:
             record = store.cached_call(result.call_key) if result.call_key else None

@@ -321,6 +321,225 @@ def train(
 # -- eval command: issue 4 ---------------------------------------------------------------------
 
 
+@app.command("eval")
+def eval_command(
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="'dev-ads-test' (default), 'reported-titles-test', or a CSV/Parquet/JSONL file "
+            "with title, gold onet_code and optional body, id, split columns.",
+        ),
+    ] = None,
+    modes: Annotated[
+        str,
+        typer.Option("--modes", help="Comma-separated: embedding, hybrid, cascade."),
+    ] = "embedding",
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Score a seeded random sample of N rows.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and bootstrap.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default eval/reports/DATA-MODES-TIME)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Keep only rows whose 'split' column is this.")
+    ] = None,
+    exclude_titles: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-titles",
+            help="Leave the evaluated titles out of the index (for held-out taxonomy titles).",
+        ),
+    ] = False,
+    shortlist_size: Annotated[
+        int, typer.Option("--shortlist-size", help="Candidates from the index.")
+    ] = 20,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels the LLM is asked for.")] = 5,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")] = 2000,
+    cascade_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--cascade-threshold",
+            help="Top-1 margin below which the cascade asks the LLM (default: the cheapest "
+            "within 1 point of the hybrid, chosen on this data).",
+        ),
+    ] = None,
+    note: Annotated[
+        str, typer.Option("--note", help="A sentence added to the report (e.g. why a sample).")
+    ] = "",
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option("--compare", help="Compare two report folders: RUN_A RUN_B (B minus A)."),
+    ] = None,
+    llm_model: Annotated[
+        str | None,
+        typer.Option("--llm-model", help="LLM for hybrid/cascade (default $ONET_LLM_MODEL)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="LLM requests in flight.")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB store with the LLM call cache."),
+    ] = None,
+    model: ModelOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Score embedding-only, hybrid and cascade labels against gold codes; write a report."""
+    from onet_llm import evaluate
+
+    if compare is not None:
+        try:
+            comparison = evaluate.compare_runs(
+                evaluate.load_saved_run(compare[0]),
+                evaluate.load_saved_run(compare[1]),
+                resamples=resamples,
+                seed=seed,
+            )
+        except OnetLLMError as error:
+            raise fail(error) from None
+        _print_comparison(comparison)
+        return
+
+    from onet_llm.taxonomy import load_taxonomy
+
+    settings = Settings.load(
+        home=home,
+        embedding_model=model,
+        store_path=store,
+        llm_model=llm_model,
+        openai_base_url=base_url,
+        llm_concurrency=concurrency,
+    )
+    try:
+        options = evaluate.EvalOptions(
+            modes=evaluate.parse_modes(modes),
+            shortlist_size=shortlist_size,
+            llm_top_k=top_k,
+            resamples=resamples,
+            seed=seed,
+            cascade_threshold=cascade_threshold,
+        )
+        taxonomy = load_taxonomy()
+        dataset = evaluate.load_dataset(data, taxonomy, sample, seed, split, exclude_titles or None)
+        out_dir = out or evaluate.default_report_dir(dataset, options.modes)
+        with (
+            evaluate.open_llm_stage(settings, options, taxonomy) as (rerank, llm_settings),
+            err_console.status("loading model and index") as status,
+        ):
+            labeler, index_key = evaluate.open_eval_labeler(
+                settings.embedding_model,
+                settings.index_cache_dir,
+                taxonomy,
+                dataset.excluded_titles,
+            )
+            metrics, paths = evaluate.evaluate_to_report(
+                dataset,
+                labeler,
+                index_key,
+                options,
+                out_dir,
+                rerank=rerank,
+                llm_settings=llm_settings,
+                notes=note,
+                on_progress=lambda message: status.update(message),
+            )
+    except OnetLLMError as error:
+        raise fail(error) from None
+    _print_eval_summary(metrics, paths)
+
+
+def _print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
+    from rich import box
+
+    from onet_llm.eval_report import money, pct, with_interval
+
+    data = metrics["data"]
+    table = Table(
+        "mode",
+        "top-1 [95% CI]",
+        "top-5",
+        "MRR@10",
+        "abstain",
+        "cost/1k",
+        title=f"{data['name']}: {metrics['rows']} rows, 8-digit O*NET",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for mode, result in metrics["modes"].items():
+        onet = result["levels"]["onet"]
+        llm = result["llm"] or {"cost_per_1000_postings_usd": 0.0}
+        table.add_row(
+            mode,
+            with_interval(onet["top1"]),
+            pct(onet["top5"]["value"]),
+            pct(onet["mrr10"]["value"]),
+            pct(result["abstain_rate"]),
+            money(llm["cost_per_1000_postings_usd"]),
+        )
+    console.print(table)
+    recall = metrics["shortlist"]["recall"]["onet"]
+    console.print(f"shortlist recall@{metrics['shortlist']['size']}: {with_interval(recall)}")
+    console.print(f"report: {paths['markdown']} and {paths['html']}", soft_wrap=True)
+
+
+def _print_comparison(comparison: dict) -> None:
+    from rich import box
+
+    from onet_llm.eval_report import pct, signed
+
+    kind = (
+        f"paired bootstrap over the same {comparison['rows_a']} rows"
+        if comparison["paired"]
+        else f"unpaired bootstrap: the runs scored different rows "
+        f"({comparison['rows_a']} vs {comparison['rows_b']})"
+    )
+    console.print(f"A: {comparison['a']}", highlight=False, soft_wrap=True)
+    console.print(f"B: {comparison['b']}", highlight=False, soft_wrap=True)
+    console.print(f"B - A with 95% intervals ({kind})", highlight=False, soft_wrap=True)
+    table = Table(
+        "mode",
+        "level",
+        "metric",
+        "A",
+        "B",
+        "B - A",
+        "95% CI",
+        "p",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for line in comparison["lines"]:
+        interval = (
+            f"[{signed(line['low'])}, {signed(line['high'])}]" if line["low"] is not None else ""
+        )
+        table.add_row(
+            line["mode"],
+            line["level"],
+            line["metric"],
+            pct(line["a"]),
+            pct(line["b"]),
+            signed(line["difference"]),
+            interval,
+            f"{line['p_value']:.3f}" if line["p_value"] is not None else "",
+        )
+    console.print(table)
+    if not comparison["modes"]:
+        console.print("the two runs share no mode")
+
+
 # -- review commands: issue 5 ------------------------------------------------------------------
 
 review_app = typer.Typer(

@@ -40,33 +40,6 @@ DEFAULT_LOW_CONFIDENCE = 0.5
 MAX_REVIEWER_CHARACTERS = 100
 MAX_NOTE_CHARACTERS = 2000
 
-# SOC 2018 major groups: the first two digits of every O*NET-SOC code.
-MAJOR_GROUPS: dict[str, str] = {
-    "11": "Management",
-    "13": "Business and Financial Operations",
-    "15": "Computer and Mathematical",
-    "17": "Architecture and Engineering",
-    "19": "Life, Physical, and Social Science",
-    "21": "Community and Social Service",
-    "23": "Legal",
-    "25": "Educational Instruction and Library",
-    "27": "Arts, Design, Entertainment, Sports, and Media",
-    "29": "Healthcare Practitioners and Technical",
-    "31": "Healthcare Support",
-    "33": "Protective Service",
-    "35": "Food Preparation and Serving Related",
-    "37": "Building and Grounds Cleaning and Maintenance",
-    "39": "Personal Care and Service",
-    "41": "Sales and Related",
-    "43": "Office and Administrative Support",
-    "45": "Farming, Fishing, and Forestry",
-    "47": "Construction and Extraction",
-    "49": "Installation, Maintenance, and Repair",
-    "51": "Production",
-    "53": "Transportation and Material Moving",
-    "55": "Military Specific",
-}
-
 # Columns of the LLM stage's `calls` table worth showing an auditor, in display order. Only
 # those present are read; request payloads are never shown.
 CALL_COLUMNS = [

@@ -38,7 +38,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from onet_llm import __version__
 from onet_llm.errors import InputError, OnetLLMError, StoreError
 from onet_llm.review import (
-    MAJOR_GROUPS,
     VIEWS,
     ReviewFilter,
     decisions_frame,
@@ -50,7 +49,7 @@ from onet_llm.review import (
     run_occupations,
 )
 from onet_llm.store import Store
-from onet_llm.taxonomy import Taxonomy, load_taxonomy
+from onet_llm.taxonomy import SOC_MAJOR_GROUPS, Taxonomy, load_taxonomy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -152,7 +151,7 @@ def create_app(context: ReviewContext, extra_hosts: tuple[str, ...] = ()) -> Sta
             **data,
             filter=review_filter,
             views=VIEWS,
-            major_groups=MAJOR_GROUPS,
+            major_groups=SOC_MAJOR_GROUPS,
             link=link,
             here=link(),
             pages=pages,

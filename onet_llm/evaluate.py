@@ -17,7 +17,6 @@ a gold `onet_code` column. Reports name the data, its hash, the sample and the s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import subprocess
 import threading
@@ -48,7 +47,7 @@ from onet_llm.metrics import (
     unpaired_difference,
     wilson_interval,
 )
-from onet_llm.tables import iter_table_chunks
+from onet_llm.tables import file_sha256, iter_table_chunks
 from onet_llm.taxonomy import SOC_MAJOR_GROUPS, SocLevel, Taxonomy, soc_code
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,14 +153,6 @@ def _display_path(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_dataset(

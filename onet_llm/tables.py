@@ -7,6 +7,7 @@ or killed run never leaves a half-written output behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,15 @@ def _as_text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return value if isinstance(value, str) else str(value)
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in blocks: provenance for data sets and model weights."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def count_rows(path: Path) -> int | None:

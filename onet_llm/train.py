@@ -42,7 +42,7 @@ from onet_llm.index import (
     normalise_title,
 )
 from onet_llm.splits import grouped_stratified_split, split_reported_titles
-from onet_llm.tables import iter_table_chunks
+from onet_llm.tables import file_sha256, iter_table_chunks
 from onet_llm.taxonomy import Taxonomy, load_taxonomy
 from onet_llm.text import posting_text
 
@@ -564,16 +564,6 @@ def save_model(model, output: Path, card: dict, half: bool = True) -> None:
             model.float()
     (output / "training_card.json").write_text(json.dumps(card, indent=2, default=str))
     (output / "README.md").write_text(render_model_card(card))
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_revision() -> str:

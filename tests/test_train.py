@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from onet_llm.cli import app
 from onet_llm.encoder import Encoder, base_model_path, resolve_model_path
 from onet_llm.index import OccupationIndex, normalise_title, occupation_entries
+from onet_llm.tables import file_sha256
 from onet_llm.train import (
     PRESETS,
     TrainingOptions,
-    file_sha256,
     held_out_reported_titles,
     onet_pairs,
     split_postings,

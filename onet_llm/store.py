@@ -190,6 +190,11 @@ RUN_ROW_COLUMNS = [
 ]
 
 
+# DuckDB's buffer pool may otherwise grow towards 80% of RAM while a long run appends rows;
+# committed rows are on disk, so a small cap keeps a million-row run's memory flat.
+STORE_MEMORY_LIMIT = "256MB"
+
+
 class Store:
     """One DuckDB file. DuckDB allows one writing process per file: a second one gets a clear
     StoreError rather than a lock traceback."""
@@ -204,6 +209,8 @@ class Store:
                 f"cannot open store {path}: {str(error).splitlines()[0]} "
                 "(another onet-llm process may be using it; pass --store to use another file)"
             ) from None
+        if not read_only:
+            self.db.execute(f"SET memory_limit = '{STORE_MEMORY_LIMIT}'")
         # LLM workers are threads sharing this store: each statement on a call table runs on
         # its own cursor, serialised by this lock (DuckDB connections are not thread-safe).
         self._lock = threading.Lock()

@@ -686,6 +686,14 @@ def render_model_card(card: dict) -> str:
         f"- Date: {card['date']}; git revision `{card['git_revision']}`; "
         f"training took {card['training_seconds'] / 60:.1f} min.",
         f"- Loss: {card['loss']}.",
+        *(
+            [
+                f"- LoRA adapter of rank {card['lora_rank']} (peft): this folder holds the "
+                "adapter alone; it loads on top of the base model above."
+            ]
+            if card.get("lora_rank")
+            else []
+        ),
         f"- Hard negatives: {card['hard_negatives']}.",
         "",
         "## Data and splits",

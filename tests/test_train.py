@@ -151,6 +151,7 @@ def test_lora_run_saves_a_small_portable_adapter(tmp_path: Path, onet_home: Path
     result = train(options, onet_home / "index", log=lambda line: None)
 
     assert result.card["lora_rank"] == 4
+    assert "LoRA adapter of rank 4" in (trained / "README.md").read_text()
     assert (trained / "adapter_model.safetensors").is_file()
     assert not (trained / "model.safetensors").exists()  # the adapter alone, not a whole model
     assert (trained / "adapter_model.safetensors").stat().st_size < 2_000_000

@@ -191,7 +191,8 @@ RUN_ROW_COLUMNS = [
 
 
 # DuckDB's buffer pool may otherwise grow towards 80% of RAM while a long run appends rows;
-# committed rows are on disk, so a small cap keeps a million-row run's memory flat.
+# committed rows are on disk, so a small cap bounds the store's share of a long run's memory
+# (20,000 rows: +64 MiB resident with the cap, +188 MiB without; benchmarks/throughput.py).
 STORE_MEMORY_LIMIT = "256MB"
 
 

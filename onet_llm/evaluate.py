@@ -47,11 +47,11 @@ from onet_llm.metrics import (
     unpaired_difference,
     wilson_interval,
 )
+from onet_llm.resources import eval_data_file
 from onet_llm.tables import file_sha256, iter_table_chunks
 from onet_llm.taxonomy import SOC_MAJOR_GROUPS, SocLevel, Taxonomy, soc_code
 
 REPO = Path(__file__).resolve().parent.parent
-EVAL_DATA_DIR = REPO / "eval" / "data"
 
 MODES: tuple[str, ...] = ("embedding", "hybrid", "cascade")
 LLM_MODES: frozenset[str] = frozenset({"hybrid", "cascade"})
@@ -169,11 +169,11 @@ def load_dataset(
     data = str(data) if data is not None else DEFAULT_DATASET
     if data in BUILTIN_DATASETS:
         builtin = BUILTIN_DATASETS[data]
-        path = EVAL_DATA_DIR / builtin.file
+        path = eval_data_file(builtin.file)
         if not path.is_file():
             raise InputError(
-                f"the shipped dataset {data!r} lives in {path}, which is missing (run from a "
-                "checkout of the repository, or pass --data FILE)"
+                f"the shipped dataset {data!r} should be at {path}, which is missing (reinstall "
+                "onet-llm, or pass --data FILE)"
             )
         name, description = builtin.name, builtin.description
         split = split if split is not None else builtin.split

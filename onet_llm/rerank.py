@@ -55,6 +55,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from onet_llm.errors import BudgetError, InputError, LLMError
+from onet_llm.resources import prompts_folder
 from onet_llm.settings import Settings
 from onet_llm.store import Store
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from onet_llm.pipeline import Candidate
     from onet_llm.taxonomy import Taxonomy
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPTS_DIR = prompts_folder()
 RATIONALE_CHARACTERS = 300
 RATIONALE_SCHEMA_CHARACTERS = 160
 DESCRIPTION_CHARACTERS = 150
@@ -164,7 +165,8 @@ class PromptTemplate:
     def load(cls, version: str) -> PromptTemplate:
         path = PROMPTS_DIR / f"{version}.md"
         if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.md")))
+            names = (entry.name for entry in PROMPTS_DIR.iterdir())
+            known = ", ".join(sorted(n.removesuffix(".md") for n in names if n.endswith(".md")))
             raise InputError(f"unknown prompt version {version!r} (known: {known})")
         text = path.read_text(encoding="utf-8")
         match = re.search(r"^## system\n(.*?)^## user\n(.*)\Z", text, re.S | re.M)

@@ -44,15 +44,16 @@ from onet_llm.index import (
     load_or_build_index,
     normalise_title,
 )
+from onet_llm.resources import eval_data_file
 from onet_llm.splits import grouped_stratified_split, split_reported_titles
 from onet_llm.tables import file_sha256, iter_table_chunks
 from onet_llm.taxonomy import Taxonomy, load_taxonomy
 from onet_llm.text import posting_text
 
 REPO = Path(__file__).resolve().parent.parent
-# The labelled dev ads (Zhou et al. 2022) with their seeded split: the default --data in a
-# source checkout. An installed package has no eval/ folder: pass --data there.
-DEFAULT_POSTINGS = REPO / "eval" / "data" / "dev_ads.csv"
+# The labelled dev ads (Zhou et al. 2022) with their seeded split, shipped as package data: the
+# default --data.
+DEFAULT_POSTINGS_FILE = "dev_ads.csv"
 # Posting texts a training pair is made from; the evaluation measures which one to serve.
 POSTING_VARIANTS = ("title", "title_body_head")
 # Rows of `--data` with this split value are never trained on (they are for reporting).
@@ -357,12 +358,7 @@ def load_training_postings(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Train and validation postings from `--data` (default: the dev ads in eval/data)."""
     if not paths:
-        if not DEFAULT_POSTINGS.is_file():
-            raise TrainingError(
-                "no --data given and no eval/data/dev_ads.csv here: pass labelled postings "
-                "with --data FILE (columns title, body, onet_code)"
-            )
-        paths = [DEFAULT_POSTINGS]
+        paths = [eval_data_file(DEFAULT_POSTINGS_FILE)]
     frames = [read_postings(Path(path), taxonomy) for path in paths]
     train, validation = split_postings(pd.concat(frames, ignore_index=True), seed)
     if train.empty:

@@ -1,0 +1,167 @@
+"""Configuration: CLI flags, then the environment (and `.env`), then defaults.
+
+Every module reads its settings from one `Settings` object so that the order of precedence is
+decided in one place. CLI code builds it with `Settings.load(**flags)`; flags left as None fall
+through to the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from onet_llm.errors import InputError
+
+DEFAULT_HOME = Path("~/.cache/onet-llm")
+
+# Setting name -> environment variable. Every entry is documented in .env.example.
+ENVIRONMENT_VARIABLES: dict[str, str] = {
+    "home": "ONET_LLM_HOME",
+    "embedding_model": "ONET_LLM_EMBEDDING_MODEL",
+    "store_path": "ONET_LLM_STORE",
+    # LLM rerank (issue 6)
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "llm_model": "ONET_LLM_MODEL",
+    "llm_when": "ONET_LLM_WHEN",
+    "llm_uncertain_margin": "ONET_LLM_UNCERTAIN_MARGIN",
+    "llm_concurrency": "ONET_LLM_CONCURRENCY",
+    "max_cost_usd": "ONET_LLM_MAX_COST_USD",
+    "candidate_order": "ONET_LLM_CANDIDATE_ORDER",
+    "order_seed": "ONET_LLM_ORDER_SEED",
+    "prompt_version": "ONET_LLM_PROMPT",
+    "llm_body_characters": "ONET_LLM_BODY_CHARACTERS",
+    "llm_max_tokens": "ONET_LLM_MAX_TOKENS",
+    "llm_temperature": "ONET_LLM_TEMPERATURE",
+    "llm_timeout_s": "ONET_LLM_TIMEOUT",
+    "llm_max_retries": "ONET_LLM_MAX_RETRIES",
+    "llm_rate_limit_retries": "ONET_LLM_RATE_LIMIT_RETRIES",
+    "llm_validation_retries": "ONET_LLM_VALIDATION_RETRIES",
+    "llm_backoff_initial_s": "ONET_LLM_BACKOFF_INITIAL",
+    "llm_backoff_max_s": "ONET_LLM_BACKOFF_MAX",
+    "structured_output": "ONET_LLM_STRUCTURED_OUTPUT",
+    "price_input_per_million": "ONET_LLM_PRICE_INPUT",
+    "price_output_per_million": "ONET_LLM_PRICE_OUTPUT",
+    "prices_file": "ONET_LLM_PRICES_FILE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one command."""
+
+    home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
+    embedding_model: str = "default"
+    store_path: Path | None = None
+    # -- LLM rerank (issue 6); see .env.example for what each one does ----------------------
+    # The key is excluded from repr and from `llm_fingerprint()`: it never reaches the store.
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None  # None: the openai client's default (api.openai.com)
+    llm_model: str = "gpt-4o-mini"
+    llm_when: str = "always"  # always | uncertain
+    llm_uncertain_margin: float = 0.05
+    llm_concurrency: int = 4
+    max_cost_usd: float | None = None
+    candidate_order: str = "embedding"  # embedding | shuffle
+    order_seed: int = 13
+    prompt_version: str = "rerank_v1"
+    llm_body_characters: int = 1500
+    llm_max_tokens: int = 400
+    llm_temperature: float = 0.0
+    llm_timeout_s: float = 120.0
+    llm_max_retries: int = 3
+    llm_rate_limit_retries: int = 8
+    llm_validation_retries: int = 2
+    llm_backoff_initial_s: float = 1.0
+    llm_backoff_max_s: float = 30.0
+    structured_output: str = "auto"  # auto | json_schema | json_object
+    price_input_per_million: float | None = None
+    price_output_per_million: float | None = None
+    prices_file: Path | None = None
+
+    def llm_fingerprint(self) -> dict[str, Any]:
+        """The LLM settings that change labels, for run identity; never the API key."""
+        return {
+            "llm_model": self.llm_model,
+            "prompt_version": self.prompt_version,
+            "llm_when": self.llm_when,
+            "llm_uncertain_margin": self.llm_uncertain_margin,
+            "candidate_order": self.candidate_order,
+            "order_seed": self.order_seed,
+            "llm_body_characters": self.llm_body_characters,
+            "llm_max_tokens": self.llm_max_tokens,
+            "llm_temperature": self.llm_temperature,
+        }
+
+    @property
+    def index_cache_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def resolved_store_path(self) -> Path:
+        return self.store_path or self.home / "store.duckdb"
+
+    @classmethod
+    def load(cls, env_file: Path | None = Path(".env"), **flags: Any) -> Settings:
+        """Merge flags (non-None win), environment, `.env` and defaults."""
+        file_values = dotenv_values(env_file) if env_file and env_file.is_file() else {}
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            flag = flags.get(setting.name)
+            variable = ENVIRONMENT_VARIABLES.get(setting.name)
+            from_env = os.environ.get(variable) if variable else None
+            if from_env is None and variable:
+                from_env = file_values.get(variable)
+            raw = flag if flag is not None else (from_env or None)
+            if raw is None:
+                continue
+            values[setting.name] = _coerce(setting.name, raw)
+        return cls(**values)
+
+
+_INTEGERS = {
+    "llm_concurrency",
+    "order_seed",
+    "llm_body_characters",
+    "llm_max_tokens",
+    "llm_max_retries",
+    "llm_rate_limit_retries",
+    "llm_validation_retries",
+}
+_FLOATS = {
+    "llm_uncertain_margin",
+    "max_cost_usd",
+    "llm_temperature",
+    "llm_timeout_s",
+    "llm_backoff_initial_s",
+    "llm_backoff_max_s",
+    "price_input_per_million",
+    "price_output_per_million",
+}
+_CHOICES = {
+    "llm_when": ("always", "uncertain"),
+    "candidate_order": ("embedding", "shuffle"),
+    "structured_output": ("auto", "json_schema", "json_object"),
+}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Environment values arrive as text: convert them, with a one-line error naming the
+    variable when one cannot be read."""
+    source = ENVIRONMENT_VARIABLES.get(name, name)
+    if name in {"home", "store_path", "prices_file"}:
+        return Path(str(raw)).expanduser()
+    try:
+        if name in _INTEGERS:
+            return int(raw)
+        if name in _FLOATS:
+            return float(raw)
+    except ValueError:
+        raise InputError(f"{source}: expected a number, got {raw!r}") from None
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        raise InputError(f"{source}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
+    return raw

@@ -1,0 +1,189 @@
+"""Read postings and write labels as CSV, Parquet or JSONL, chosen by file extension, in chunks.
+
+Every value is read as a string, so ids come back exactly as written ("007" stays "007").
+Outputs go to a hidden temporary file that is renamed into place only when complete: a failed
+or killed run never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from onet_llm.errors import InputError
+
+TableFormat = Literal["csv", "parquet", "jsonl"]
+EXTENSIONS: dict[str, TableFormat] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def table_format(path: Path) -> TableFormat:
+    try:
+        return EXTENSIONS[path.suffix.lower()]
+    except KeyError:
+        known = ", ".join(sorted(EXTENSIONS))
+        raise InputError(
+            f"{path}: unknown extension {path.suffix!r} (use one of {known})"
+        ) from None
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+
+
+def iter_table_chunks(path: Path, chunk_size: int = 1000) -> Iterator[pd.DataFrame]:
+    """Yield the table in chunks of string columns; errors name the file and the problem."""
+    file_format = table_format(path)
+    _check_readable(path)
+    try:
+        if file_format == "csv":
+            yield from _iter_csv(path, chunk_size)
+        elif file_format == "parquet":
+            yield from _iter_parquet(path, chunk_size)
+        else:
+            yield from _iter_jsonl(path, chunk_size)
+    except (pd.errors.ParserError, pa.ArrowInvalid, UnicodeDecodeError) as error:
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise InputError(f"{path}: cannot parse as {file_format}: {first_line}") from None
+
+
+def _iter_csv(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    try:
+        reader = pd.read_csv(
+            path, dtype=str, keep_default_na=False, chunksize=chunk_size, encoding="utf-8"
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    with reader:
+        yield from reader
+
+
+def _iter_parquet(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    parquet = pq.ParquetFile(path)
+    if parquet.metadata.num_rows == 0:
+        yield parquet.schema_arrow.empty_table().to_pandas()
+        return
+    for batch in parquet.iter_batches(batch_size=chunk_size):
+        frame = batch.to_pandas()
+        yield frame.apply(lambda column: column.map(_as_text)).astype(object)
+
+
+def _iter_jsonl(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    records: list[dict] = []
+    columns: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(
+                    f"{path}: line {line_number} is not valid JSON ({error.msg})"
+                ) from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: line {line_number} is not a JSON object")
+            for key in record:
+                if key not in columns:
+                    columns.append(key)
+            records.append({key: _as_text(value) for key, value in record.items()})
+            if len(records) == chunk_size:
+                yield pd.DataFrame(records, columns=columns).fillna("")
+                records = []
+    if records or not columns:
+        yield pd.DataFrame(records, columns=columns).fillna("")
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value != value:  # NaN
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in blocks: provenance for data sets and model weights."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows in the table, for the progress bar; None when counting would cost a full parse."""
+    if table_format(path) == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.stat().st_size > 200_000_000:
+        return None
+    return sum(len(chunk) for chunk in iter_table_chunks(path, 50_000))
+
+
+class TableWriter:
+    """Append chunks of a fixed set of columns to CSV, Parquet or JSONL, atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.format = table_format(path)
+        self.temporary = path.with_name(f".{path.name}.partial")
+        self._parquet: pq.ParquetWriter | None = None
+        self._started = False
+
+    def write(self, frame: pd.DataFrame | list[dict]) -> None:
+        if self.format == "jsonl":
+            with self.temporary.open("a" if self._started else "w", encoding="utf-8") as handle:
+                for record in frame:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self.format == "csv":
+            frame.to_csv(
+                self.temporary,
+                mode="a" if self._started else "w",
+                header=not self._started,
+                index=False,
+            )
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.temporary, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        self._started = True
+
+    def commit(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if not self._started:
+            self.temporary.write_text("")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.temporary.replace(self.path)
+
+    def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self.temporary.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -15,9 +16,24 @@ from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
 
 if TYPE_CHECKING:
+    import click
     import pandas as pd
 
+
+class OneLineErrors(TyperGroup):
+    """The one place where an `OnetLLMError` from any command (a bad flag value, a bad
+    environment variable read by `Settings.load`, bad input) becomes one line on stderr and exit
+    code 1, so no command can leak a traceback for a user error."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OnetLLMError as error:
+            raise fail(error) from None
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Code job postings to O*NET-SOC occupations (O*NET 30.1).",

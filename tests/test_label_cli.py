@@ -177,3 +177,27 @@ def test_search_and_about_print_for_a_person():
         and "1016 occupations" in result.output
     )
     assert os.environ["ONET_LLM_HOME"]  # the fixture isolates the cache and store
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ledger"],
+        ["search", "Registered Nurse"],
+        ["label", "postings.csv"],
+        ["eval", "--sample", "5"],
+        ["review", "export", "--run", "r1", "-o", "out.csv"],
+        ["review", "--run", "r1"],
+        ["train", "--data", "missing.csv"],
+    ],
+)
+def test_every_command_turns_a_bad_environment_variable_into_one_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    (tmp_path / "postings.csv").write_text("id,title\n1,Nurse\n")
+    monkeypatch.setenv("ONET_LLM_CONCURRENCY", "abc")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert lines == ["error: ONET_LLM_CONCURRENCY: expected a number, got 'abc'"], result.output

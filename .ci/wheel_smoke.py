@@ -41,9 +41,25 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
+def source_copy(target: Path) -> Path:
+    """The files git tracks or would track, copied: a build in the checkout itself would leave
+    build/ behind and could package stale modules from an earlier build."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
 def build_wheel(dist: Path, env: dict[str, str]) -> Path:
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(REPO)],
-        REPO, env)  # fmt: skip
+    source = source_copy(dist.parent / "source")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    run([*pip_wheel, "-w", str(dist), str(source)], source, env)
     (wheel,) = dist.glob("onet_llm-*.whl")
     return wheel
 

@@ -154,7 +154,7 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
 def print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
     from rich import box
 
-    from onet_llm.eval.report import money, pct, with_interval
+    from onet_llm.eval.document import money, pct, with_interval
 
     data = metrics["data"]
     table = Table(
@@ -191,7 +191,7 @@ def print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
 def print_comparison(comparison: dict) -> None:
     from rich import box
 
-    from onet_llm.eval.report import pct, signed
+    from onet_llm.eval.document import pct, signed
 
     kind = (
         f"paired bootstrap over the same {comparison['rows_a']} rows"

@@ -83,7 +83,7 @@ def label(
     candidate_order: CandidateOrderOption = None,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
-    from onet_llm.label import LabelOptions, open_input
+    from onet_llm.postings import LabelOptions, open_input
 
     settings = Settings.load(
         home=home,

@@ -70,7 +70,7 @@ def review_export(
 ) -> None:
     """Write reviewed labels as id,title,body,onet_code (+ provenance) for train/eval --data."""
     from onet_llm.errors import StoreError
-    from onet_llm.review.queries import export_decisions
+    from onet_llm.review.decisions import export_decisions
     from onet_llm.store import Store
 
     settings = Settings.load(home=home, store_path=store)

@@ -47,7 +47,7 @@ def train(
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
-    from onet_llm.train.trainer import TrainingOptions
+    from onet_llm.train.data import TrainingOptions
     from onet_llm.train.trainer import train as run_training
 
     settings = Settings.load(home=home)

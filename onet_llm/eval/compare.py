@@ -78,33 +78,9 @@ def compare_runs(
                     diff = paired_difference(values_a, values_b, indices)
                 else:
                     diff = unpaired_difference(values_a, values_b, resamples, seed)
-                lines.append(
-                    {
-                        "mode": mode,
-                        "level": level,
-                        "metric": m,
-                        "a": float(values_a.mean()),
-                        "b": float(values_b.mean()),
-                        **diff,
-                    }
-                )
-        for key in ("cost_per_1000_postings_usd", "latency_p50_s"):
-            llm_a = run_a.metrics["modes"][mode].get("llm") or {}
-            llm_b = run_b.metrics["modes"][mode].get("llm") or {}
-            if llm_a.get(key) is not None and llm_b.get(key) is not None:
-                lines.append(
-                    {
-                        "mode": mode,
-                        "level": "-",
-                        "metric": key,
-                        "a": llm_a[key],
-                        "b": llm_b[key],
-                        "difference": llm_b[key] - llm_a[key],
-                        "low": None,
-                        "high": None,
-                        "p_value": None,
-                    }
-                )
+                a, b = float(values_a.mean()), float(values_b.mean())
+                lines.append({"mode": mode, "level": level, "metric": m, "a": a, "b": b, **diff})
+        lines += _llm_lines(mode, run_a, run_b)
     return {
         "a": str(run_a.folder),
         "b": str(run_b.folder),
@@ -115,6 +91,29 @@ def compare_runs(
         "modes": modes,
         "lines": lines,
     }
+
+
+def _llm_lines(mode: str, run_a: SavedRun, run_b: SavedRun) -> list[dict[str, Any]]:
+    """Cost and latency of the LLM stage, where both runs report them (no interval)."""
+    lines = []
+    for key in ("cost_per_1000_postings_usd", "latency_p50_s"):
+        llm_a = run_a.metrics["modes"][mode].get("llm") or {}
+        llm_b = run_b.metrics["modes"][mode].get("llm") or {}
+        if llm_a.get(key) is not None and llm_b.get(key) is not None:
+            lines.append(
+                {
+                    "mode": mode,
+                    "level": "-",
+                    "metric": key,
+                    "a": llm_a[key],
+                    "b": llm_b[key],
+                    "difference": llm_b[key] - llm_a[key],
+                    "low": None,
+                    "high": None,
+                    "p_value": None,
+                }
+            )
+    return lines
 
 
 def _saved_values(rows: list[dict[str, Any]], mode: str, level: str, metric: str) -> np.ndarray:

@@ -199,21 +199,25 @@ def run_evaluation(
             lambda done: notify(f"LLM rerank: {done}/{len(frame)} rows"),
         )
         seconds["rerank"] = time.perf_counter() - started
-        hybrid = hybrid_outcome(llm_rows, shortlists, depth)
-        if "hybrid" in options.modes:
-            outcomes["hybrid"] = hybrid
-        if "cascade" in options.modes:
-            run.cascade_sweep = cascade_sweep(
-                embedding, hybrid, margins, list(frame["onet_code"]), options
-            )
-            threshold = (
-                options.cascade_threshold
-                if options.cascade_threshold is not None
-                else choose_cascade_threshold(run.cascade_sweep)
-            )
-            outcomes["cascade"] = cascade_outcome(embedding, hybrid, margins, threshold)
+        add_llm_modes(run, embedding, hybrid_outcome(llm_rows, shortlists, depth))
     run.seconds = seconds
     return run
+
+
+def add_llm_modes(run: EvalRun, embedding: ModeOutcome, hybrid: ModeOutcome) -> None:
+    """The hybrid, and the cascade simulated from it (with its threshold sweep), as asked."""
+    options = run.options
+    if "hybrid" in options.modes:
+        run.outcomes["hybrid"] = hybrid
+    if "cascade" in options.modes:
+        golds = list(run.dataset.frame["onet_code"])
+        run.cascade_sweep = cascade_sweep(embedding, hybrid, run.margins, golds, options)
+        threshold = (
+            options.cascade_threshold
+            if options.cascade_threshold is not None
+            else choose_cascade_threshold(run.cascade_sweep)
+        )
+        run.outcomes["cascade"] = cascade_outcome(embedding, hybrid, run.margins, threshold)
 
 
 def hybrid_outcome(llm_rows: list[LLMRow], shortlists: list[list[str]], depth: int) -> ModeOutcome:

@@ -52,74 +52,18 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
     n_rows = len(golds)
     indices = bootstrap_indices(n_rows, options.resamples, options.seed)
     confidence = options.confidence
-
-    shortlist = {
-        "size": options.shortlist_size,
-        "recall": {
-            level: interval(
-                metric_values(
-                    hit_ranks(run.shortlists, golds, level), f"top{options.shortlist_size}"
-                ),
-                indices,
-                confidence,
-            )
-            for level in LEVELS
-        },
-    }
     modes: dict[str, Any] = {}
     per_row_values: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for mode, outcome in run.outcomes.items():
-        levels: dict[str, Any] = {}
-        per_row_values[mode] = {}
-        for level in LEVELS:
-            ranks = hit_ranks(outcome.predictions, golds, level)
-            per_row_values[mode][level] = {m: metric_values(ranks, m) for m in METRICS}
-            levels[level] = {
-                m: interval(per_row_values[mode][level][m], indices, confidence) for m in METRICS
+        per_row_values[mode] = {
+            level: {
+                m: metric_values(hit_ranks(outcome.predictions, golds, level), m) for m in METRICS
             }
-        onet_ranks = hit_ranks(outcome.predictions, golds, "onet")
-        modes[mode] = {
-            "levels": levels,
-            "abstain_rate": mode_abstain_rate(outcome),
-            "sources": dict(Counter(outcome.sources)),
-            "by_major_group": by_major_group(onet_ranks, golds, outcome.predictions, confidence),
-            "by_occupation": by_occupation(onet_ranks, golds, outcome.predictions, taxonomy),
-            "confusion_major": confusion_counts(golds, outcome.predictions, "major"),
-            "llm": llm_summary(outcome.llm_rows, n_rows) if mode in LLM_MODES else None,
-            "threshold": outcome.threshold,
+            for level in LEVELS
         }
-    differences = []
-    names = list(run.outcomes)
-    for i, mode_a in enumerate(names):
-        for mode_b in names[i + 1 :]:
-            for level in LEVELS:
-                for m in METRICS:
-                    differences.append(
-                        {
-                            "a": mode_a,
-                            "b": mode_b,
-                            "level": level,
-                            "metric": m,
-                            **paired_difference(
-                                per_row_values[mode_a][level][m],
-                                per_row_values[mode_b][level][m],
-                                indices,
-                                confidence,
-                            ),
-                        }
-                    )
-    cascade = None
-    if run.cascade_sweep:
-        cascade = {
-            "signal": "top1_margin",
-            "rule": (
-                "send a row to the LLM when score(candidate 1) - score(candidate 2) < threshold"
-            ),
-            "tolerance": CASCADE_TOLERANCE,
-            "threshold": run.outcomes["cascade"].threshold,
-            "threshold_chosen_on_this_data": options.cascade_threshold is None,
-            "sweep": run.cascade_sweep,
-        }
+        modes[mode] = mode_scores(
+            mode, outcome, golds, per_row_values[mode], indices, confidence, taxonomy
+        )
     return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -134,11 +78,95 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
             "method": "percentile bootstrap over rows; one resample matrix shared by every mode",
         },
         "rows": n_rows,
-        "shortlist": shortlist,
+        "shortlist": shortlist_scores(run, golds, indices),
         "modes": modes,
-        "differences": differences,
-        "cascade": cascade,
+        "differences": mode_differences(list(run.outcomes), per_row_values, indices, confidence),
+        "cascade": cascade_summary(run),
         "seconds": run.seconds,
+    }
+
+
+def shortlist_scores(run: EvalRun, golds: list[str], indices: np.ndarray) -> dict[str, Any]:
+    """Recall of the shortlist at every level: the ceiling of any rerank."""
+    size = run.options.shortlist_size
+    return {
+        "size": size,
+        "recall": {
+            level: interval(
+                metric_values(hit_ranks(run.shortlists, golds, level), f"top{size}"),
+                indices,
+                run.options.confidence,
+            )
+            for level in LEVELS
+        },
+    }
+
+
+def mode_scores(
+    mode: str,
+    outcome: ModeOutcome,
+    golds: list[str],
+    values: dict[str, dict[str, np.ndarray]],
+    indices: np.ndarray,
+    confidence: float,
+    taxonomy: Taxonomy,
+) -> dict[str, Any]:
+    """One mode's metrics with intervals, breakdowns, confusion and LLM summary."""
+    onet_ranks = hit_ranks(outcome.predictions, golds, "onet")
+    return {
+        "levels": {
+            level: {m: interval(values[level][m], indices, confidence) for m in METRICS}
+            for level in LEVELS
+        },
+        "abstain_rate": mode_abstain_rate(outcome),
+        "sources": dict(Counter(outcome.sources)),
+        "by_major_group": by_major_group(onet_ranks, golds, outcome.predictions, confidence),
+        "by_occupation": by_occupation(onet_ranks, golds, outcome.predictions, taxonomy),
+        "confusion_major": confusion_counts(golds, outcome.predictions, "major"),
+        "llm": llm_summary(outcome.llm_rows, len(golds)) if mode in LLM_MODES else None,
+        "threshold": outcome.threshold,
+    }
+
+
+def mode_differences(
+    names: list[str],
+    values: dict[str, dict[str, dict[str, np.ndarray]]],
+    indices: np.ndarray,
+    confidence: float,
+) -> list[dict[str, Any]]:
+    """B minus A for every pair of modes, level and metric, on the same resamples."""
+    differences = []
+    for i, mode_a in enumerate(names):
+        for mode_b in names[i + 1 :]:
+            for level in LEVELS:
+                for m in METRICS:
+                    differences.append(
+                        {
+                            "a": mode_a,
+                            "b": mode_b,
+                            "level": level,
+                            "metric": m,
+                            **paired_difference(
+                                values[mode_a][level][m],
+                                values[mode_b][level][m],
+                                indices,
+                                confidence,
+                            ),
+                        }
+                    )
+    return differences
+
+
+def cascade_summary(run: EvalRun) -> dict[str, Any] | None:
+    if not run.cascade_sweep:
+        return None
+    return {
+        "signal": "top1_margin",
+        "rule": "send a row to the LLM when score(candidate 1) - score(candidate 2) < threshold",
+        "tolerance": CASCADE_TOLERANCE,
+        "threshold": run.outcomes["cascade"].threshold,
+        "threshold_chosen_on_this_data": run.options.cascade_threshold is None,
+        "sweep": run.cascade_sweep,
     }
 
 

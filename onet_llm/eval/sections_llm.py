@@ -6,6 +6,36 @@ from typing import Any
 
 from onet_llm.eval.document import Block, money, pct, seconds
 
+LLM_FIGURES_NOTE = (
+    "Tokens, cost and latency are those of the call that produced each answer "
+    "(for a cache hit, as recorded when the call was first made), so a warm cache "
+    "does not flatter them; 'calls made' are the requests this run actually sent. "
+    "Cost comes from the price table; 'unknown' means the model has no price there "
+    "(e.g. a local model), and the last column prices the same tokens at a "
+    "reference model's list price for scale. A fallback keeps the embedding "
+    "ranking for that row; when the LLM says no candidate fits, the product writes "
+    "the embedding ranking with confidence 0 (counted in the abstain rate, scored "
+    "as written)."
+)
+
+
+def llm_row_cells(mode: str, item: dict[str, Any]) -> tuple[str, ...]:
+    """One mode's line of the LLM table."""
+    return (
+        mode,
+        str(item["rows_sent"]),
+        str(item["calls"]),
+        str(item["cache_hits"]),
+        f"{item['tokens_in']:,} / {item['tokens_out']:,}",
+        money(item["cost_usd"]),
+        money(item["cost_per_1000_postings_usd"]),
+        seconds(item["latency_p50_s"]),
+        seconds(item["latency_p95_s"]),
+        str(item["fallbacks"]),
+        str(item["none_fits"]),
+        money(item.get("reference_cost_per_1000_postings_usd")),
+    )
+
 
 def llm_section(
     metrics: dict[str, Any], modes: list[str], plots: dict[str, bytes], notes: str
@@ -16,25 +46,7 @@ def llm_section(
     llm_modes = [mode for mode in modes if metrics["modes"][mode]["llm"]]
     if llm_modes:
         blocks.append(Block("h2", "LLM calls, cost and latency"))
-        rows = []
-        for mode in llm_modes:
-            item = metrics["modes"][mode]["llm"]
-            rows.append(
-                (
-                    mode,
-                    str(item["rows_sent"]),
-                    str(item["calls"]),
-                    str(item["cache_hits"]),
-                    f"{item['tokens_in']:,} / {item['tokens_out']:,}",
-                    money(item["cost_usd"]),
-                    money(item["cost_per_1000_postings_usd"]),
-                    seconds(item["latency_p50_s"]),
-                    seconds(item["latency_p95_s"]),
-                    str(item["fallbacks"]),
-                    str(item["none_fits"]),
-                    money(item.get("reference_cost_per_1000_postings_usd")),
-                )
-            )
+        rows = [llm_row_cells(mode, metrics["modes"][mode]["llm"]) for mode in llm_modes]
         blocks.append(
             Block(
                 "table",
@@ -55,20 +67,7 @@ def llm_section(
                 rows=tuple(rows),
             )
         )
-        blocks.append(
-            Block(
-                "p",
-                "Tokens, cost and latency are those of the call that produced each answer "
-                "(for a cache hit, as recorded when the call was first made), so a warm cache "
-                "does not flatter them; 'calls made' are the requests this run actually sent. "
-                "Cost comes from the price table; 'unknown' means the model has no price there "
-                "(e.g. a local model), and the last column prices the same tokens at a "
-                "reference model's list price for scale. A fallback keeps the embedding "
-                "ranking for that row; when the LLM says no candidate fits, the product writes "
-                "the embedding ranking with confidence 0 (counted in the abstain rate, scored "
-                "as written).",
-            )
-        )
+        blocks.append(Block("p", LLM_FIGURES_NOTE))
         rerank_seconds = (metrics.get("seconds") or {}).get("rerank")
         if rerank_seconds is not None:
             blocks.append(

@@ -13,15 +13,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import pandas as pd
 
-from onet_llm.errors import InputError, StoreError
+from onet_llm.errors import StoreError
 from onet_llm.store import Store
-from onet_llm.tables import TableWriter, table_format
-from onet_llm.taxonomy import Taxonomy, soc_code
 
 View = Literal["all", "disagree", "low_confidence", "problems", "unreviewed", "reviewed"]
 Sort = Literal["row", "confidence_asc", "confidence_desc"]
@@ -56,22 +53,6 @@ CALL_COLUMNS = [
     "created_at",
     "response_parsed",
     "response_raw",
-]
-EXPORT_COLUMNS = [
-    "id",
-    "title",
-    "body",
-    "onet_code",
-    "onet_title",
-    "previous_onet_code",
-    "previous_onet_title",
-    "decision",
-    "source",
-    "reviewer",
-    "note",
-    "decided_at",
-    "run_id",
-    "row_number",
 ]
 SECRET_KEY = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
@@ -256,14 +237,14 @@ def review_rows(
         counts = filter_counts(store, run_id, review_filter)
     page = store.page_row_numbers(run_id, review_filter)
     by_number = store.review_records(run_id, page)
-    rows = [_review_row(by_number[number]) for number in page]
+    rows = [row_from_record(by_number[number]) for number in page]
     calls = _calls(store, [row.call_key for row in rows if row.call_key])
     for row in rows:
         row.call = calls.get(row.call_key or "", {})
     return rows, counts[review_filter.view]
 
 
-def _review_row(record: dict[str, Any]) -> ReviewRow:
+def row_from_record(record: dict[str, Any]) -> ReviewRow:
     labels = _json_list(record["labels"])
     label_rank = {label.get("onet_code"): rank for rank, label in enumerate(labels, start=1)}
     shortlist = [
@@ -358,126 +339,3 @@ def settings_for_display(raw: str | None) -> dict[str, str]:
 def redact(text: str) -> str:
     """Blank out API-key and bearer-token shaped strings before anything reaches the page."""
     return SECRET_VALUE.sub("(redacted)", text)
-
-
-# -- deciding --------------------------------------------------------------------------------
-
-
-def record_decision(
-    store: Store,
-    taxonomy: Taxonomy,
-    run_id: str,
-    row_number: int,
-    action: Action,
-    reviewer: str,
-    onet_code: str | None = None,
-    note: str = "",
-) -> Decision:
-    """Append an accept (of the row's current label) or an override (to `onet_code`)."""
-    reviewer = reviewer.strip()
-    note = note.strip()
-    if not reviewer:
-        raise InputError("a decision needs a reviewer name")
-    if len(reviewer) > MAX_REVIEWER_CHARACTERS or len(note) > MAX_NOTE_CHARACTERS:
-        raise InputError(
-            f"reviewer names are at most {MAX_REVIEWER_CHARACTERS} characters and notes at most "
-            f"{MAX_NOTE_CHARACTERS}"
-        )
-    if action not in get_args(Action):
-        raise InputError(f"unknown decision {action!r} (use accept or override)")
-    row = _one_row(store, run_id, row_number)
-    previous = row.current_code
-    if action == "accept":
-        if previous is None:
-            raise InputError(f"row {row_number} has no label to accept; override it instead")
-        chosen = previous
-    else:
-        chosen = (onet_code or "").strip()
-        if chosen not in taxonomy:
-            raise InputError(f"{chosen!r} is not an O*NET 30.1 occupation code")
-        if chosen == previous:
-            action = "accept"
-    decision_id, decided_at = store.insert_decision(
-        {
-            "run_id": run_id,
-            "row_number": row_number,
-            "posting_id": row.posting_id,
-            "action": action,
-            "onet_code": chosen,
-            "onet_title": taxonomy.title(chosen),
-            "previous_onet_code": previous,
-            "previous_onet_title": taxonomy.title(previous) if previous in taxonomy else None,
-            "reviewer": reviewer,
-            "note": note,
-        }
-    )
-    return Decision(
-        decision_id=int(decision_id),
-        action=action,
-        onet_code=chosen,
-        onet_title=taxonomy.title(chosen),
-        previous_onet_code=previous,
-        previous_onet_title=taxonomy.title(previous) if previous in taxonomy else None,
-        reviewer=reviewer,
-        note=note,
-        decided_at=decided_at,
-    )
-
-
-def _one_row(store: Store, run_id: str, row_number: int) -> ReviewRow:
-    record = store.review_record(run_id, row_number)
-    if record is None:
-        raise InputError(f"run {run_id} has no row {row_number}")
-    return _review_row(record)
-
-
-# -- exporting -------------------------------------------------------------------------------
-
-
-def decisions_frame(
-    store: Store, run_id: str | None = None, only_overrides: bool = False
-) -> pd.DataFrame:
-    """The latest decision per reviewed row, joined to its posting, in EXPORT_COLUMNS order.
-
-    `id, title, body, onet_code` is the layout `train --data` and `eval --data` read, so an
-    export is ready to use as training or evaluation data; the other columns are provenance.
-    """
-    frame = store.latest_decisions(run_id, only_overrides)
-    return frame.reindex(columns=EXPORT_COLUMNS)
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    rows: int
-    left_out: int  # decisions on rows without a title: `train --data` cannot use them
-
-
-def export_decisions(
-    store: Store, out: Path, run_id: str | None = None, only_overrides: bool = False
-) -> ExportSummary:
-    """Write the decisions to `out` (.csv, .parquet or .jsonl) atomically.
-
-    Rows without a title (empty postings an auditor labelled anyway) are left out and counted,
-    because `train --data` and `eval --data` reject them."""
-    table_format(out)
-    if run_id:
-        resolve_run(store, run_id)
-    frame = decisions_frame(store, run_id, only_overrides)
-    usable = frame["title"].fillna("").str.strip() != ""
-    left_out = int((~usable).sum())
-    frame = frame[usable]
-    writer = TableWriter(out)
-    try:
-        if writer.format == "jsonl":
-            writer.write(frame.astype(object).where(frame.notna(), None).to_dict("records"))
-        else:
-            writer.write(frame)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return ExportSummary(rows=len(frame), left_out=left_out)
-
-
-def major_group_of(onet_code: str) -> str:
-    return soc_code(onet_code, "major")

@@ -1,4 +1,4 @@
-"""The review page: a small Starlette app with server-rendered Jinja2 HTML over `review.py`.
+"""The review page: a small Starlette app with server-rendered Jinja2 HTML over `queries.py`.
 
 Server-rendered so that every value goes through Jinja2's autoescaping once, on the server:
 posting text, rationales and notes are untrusted and must render as text. The page works
@@ -37,13 +37,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onet_llm import __version__
 from onet_llm.errors import InputError, OnetLLMError, StoreError
+from onet_llm.review.decisions import decisions_frame, record_decision
 from onet_llm.review.queries import (
     VIEWS,
     ReviewFilter,
-    decisions_frame,
     filter_counts,
     list_runs,
-    record_decision,
     resolve_run,
     review_rows,
     run_occupations,
@@ -115,108 +114,123 @@ def _safe_back(target: str) -> str:
     return "/"
 
 
+def _context(request: Request) -> ReviewContext:
+    return request.app.state.review
+
+
+async def page(request: Request) -> Response:
+    """The page: one run's rows in the chosen view, filter and order."""
+    context = _context(request)
+    query = dict(request.query_params)
+    review_filter = ReviewFilter.from_query(query)
+
+    def load(store: Store) -> dict[str, Any]:
+        run = resolve_run(store, query.get("run") or context.default_run)
+        counts = filter_counts(store, run.run_id, review_filter)
+        rows, matching = review_rows(store, run.run_id, review_filter, counts)
+        return {
+            "run": run,
+            "runs": list_runs(store),
+            "counts": counts,
+            "rows": rows,
+            "matching": matching,
+            "occupations": run_occupations(store, run.run_id),
+        }
+
+    try:
+        data = await run_in_threadpool(context.with_store, load)
+    except StoreError as error:
+        return _error_page(error, 503)
+    run_id = data["run"].run_id
+
+    def link(**changes: Any) -> str:
+        return "/?" + urlencode({"run": run_id, **review_filter.query(**changes)})
+
+    pages = max(1, -(-data["matching"] // review_filter.page_size))
+    return _render(
+        "review.html",
+        **data,
+        filter=review_filter,
+        views=VIEWS,
+        major_groups=SOC_MAJOR_GROUPS,
+        link=link,
+        here=link(),
+        pages=pages,
+        reviewer=context.reviewer,
+        form_token=context.form_token,
+    )
+
+
+async def decide(request: Request) -> Response:
+    """Record an accept or override, then go back to the same view at the same row."""
+    context = _context(request)
+    form = await request.form()
+    values = {key: str(value) for key, value in form.items()}
+    if not secrets.compare_digest(values.get("token", ""), context.form_token):
+        return _error_page(InputError("this form is stale: reload the page"), 403)
+    try:
+        row_number = int(values.get("row_number", ""))
+    except ValueError:
+        return _error_page(InputError("a decision needs a row number"), 400)
+
+    def save(store: Store) -> None:
+        run = resolve_run(store, values.get("run"))
+        record_decision(
+            store,
+            context.taxonomy,
+            run.run_id,
+            row_number,
+            values.get("action", ""),  # type: ignore[arg-type]
+            reviewer=values.get("reviewer", ""),
+            onet_code=values.get("onet_code"),
+            note=values.get("note", ""),
+        )
+
+    try:
+        await run_in_threadpool(context.with_store, save)
+    except StoreError as error:
+        return _error_page(error, 503)
+    except InputError as error:
+        return _error_page(error, 400)
+    back = _safe_back(values.get("back", "/"))
+    return RedirectResponse(f"{back}#row-{row_number}", status_code=303)
+
+
+async def occupations(request: Request) -> Response:
+    """Occupation search for the override box."""
+    hits = _context(request).taxonomy.search_titles(
+        request.query_params.get("q", "")[:100], limit=25
+    )
+    return JSONResponse([{"onet_code": hit.code, "onet_title": hit.title} for hit in hits])
+
+
+async def export(request: Request) -> Response:
+    """The decisions as a corrections CSV download."""
+    run_id = request.query_params.get("run") or None
+    only_overrides = request.query_params.get("only") == "overrides"
+
+    def load(store: Store) -> str:
+        if run_id:
+            resolve_run(store, run_id)
+        return decisions_frame(store, run_id, only_overrides).to_csv(index=False)
+
+    try:
+        csv_text = await run_in_threadpool(_context(request).with_store, load)
+    except StoreError as error:
+        return _error_page(error, 404)
+    name = f"corrections-{run_id}.csv" if run_id else "corrections.csv"
+    return Response(
+        csv_text,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
 def create_app(context: ReviewContext, extra_hosts: tuple[str, ...] = ()) -> Starlette:
     """The review app. Only requests naming a loopback host (or `extra_hosts`, for a server
     deliberately bound elsewhere) are answered."""
-
-    async def page(request: Request) -> Response:
-        query = dict(request.query_params)
-        review_filter = ReviewFilter.from_query(query)
-
-        def load(store: Store) -> dict[str, Any]:
-            run = resolve_run(store, query.get("run") or context.default_run)
-            counts = filter_counts(store, run.run_id, review_filter)
-            rows, matching = review_rows(store, run.run_id, review_filter, counts)
-            return {
-                "run": run,
-                "runs": list_runs(store),
-                "counts": counts,
-                "rows": rows,
-                "matching": matching,
-                "occupations": run_occupations(store, run.run_id),
-            }
-
-        try:
-            data = await run_in_threadpool(context.with_store, load)
-        except StoreError as error:
-            return _error_page(error, 503)
-        run_id = data["run"].run_id
-
-        def link(**changes: Any) -> str:
-            return "/?" + urlencode({"run": run_id, **review_filter.query(**changes)})
-
-        pages = max(1, -(-data["matching"] // review_filter.page_size))
-        return _render(
-            "review.html",
-            **data,
-            filter=review_filter,
-            views=VIEWS,
-            major_groups=SOC_MAJOR_GROUPS,
-            link=link,
-            here=link(),
-            pages=pages,
-            reviewer=context.reviewer,
-            form_token=context.form_token,
-        )
-
-    async def decide(request: Request) -> Response:
-        form = await request.form()
-        values = {key: str(value) for key, value in form.items()}
-        if not secrets.compare_digest(values.get("token", ""), context.form_token):
-            return _error_page(InputError("this form is stale: reload the page"), 403)
-        try:
-            row_number = int(values.get("row_number", ""))
-        except ValueError:
-            return _error_page(InputError("a decision needs a row number"), 400)
-
-        def save(store: Store) -> None:
-            run = resolve_run(store, values.get("run"))
-            record_decision(
-                store,
-                context.taxonomy,
-                run.run_id,
-                row_number,
-                values.get("action", ""),  # type: ignore[arg-type]
-                reviewer=values.get("reviewer", ""),
-                onet_code=values.get("onet_code"),
-                note=values.get("note", ""),
-            )
-
-        try:
-            await run_in_threadpool(context.with_store, save)
-        except StoreError as error:
-            return _error_page(error, 503)
-        except InputError as error:
-            return _error_page(error, 400)
-        back = _safe_back(values.get("back", "/"))
-        return RedirectResponse(f"{back}#row-{row_number}", status_code=303)
-
-    async def occupations(request: Request) -> Response:
-        hits = context.taxonomy.search_titles(request.query_params.get("q", "")[:100], limit=25)
-        return JSONResponse([{"onet_code": hit.code, "onet_title": hit.title} for hit in hits])
-
-    async def export(request: Request) -> Response:
-        run_id = request.query_params.get("run") or None
-        only_overrides = request.query_params.get("only") == "overrides"
-
-        def load(store: Store) -> str:
-            if run_id:
-                resolve_run(store, run_id)
-            return decisions_frame(store, run_id, only_overrides).to_csv(index=False)
-
-        try:
-            csv_text = await run_in_threadpool(context.with_store, load)
-        except StoreError as error:
-            return _error_page(error, 404)
-        name = f"corrections-{run_id}.csv" if run_id else "corrections.csv"
-        return Response(
-            csv_text,
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{name}"'},
-        )
-
     static = StaticFiles(packages=[("onet_llm.review", "static")])
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/decide", decide, methods=["POST"]),
@@ -229,6 +243,8 @@ def create_app(context: ReviewContext, extra_hosts: tuple[str, ...] = ()) -> Sta
             Middleware(SecurityHeaders),
         ],
     )
+    app.state.review = context
+    return app
 
 
 class SecurityHeaders:

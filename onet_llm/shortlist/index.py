@@ -14,7 +14,8 @@ their vectors become scores:
   (its training positive), while the mean of all titles keeps the many ways people name the
   job; the blend keeps both.
 
-Which is best is measured, not assumed: see `eval/representations.md`.
+Which is best is measured, not assumed: see `eval/representations_base.md` and
+`eval/representations_finetuned.md` (written by `benchmarks/representations.py`).
 """
 
 from __future__ import annotations

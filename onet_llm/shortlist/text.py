@@ -1,8 +1,8 @@
 """What text of a posting the encoder sees.
 
 The title carries most of the signal and the model reads at most 256 word pieces, so the
-variants below are measured against each other (`eval/representations.md`) and the best one is
-the default.
+variants below are measured against each other (`eval/representations_base.md`,
+`eval/representations_finetuned.md`) and the best one is the default.
 """
 
 from __future__ import annotations

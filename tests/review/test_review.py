@@ -24,12 +24,10 @@ from typer.testing import CliRunner
 
 from onet_llm.cli import app
 from onet_llm.errors import InputError, StoreError
+from onet_llm.review.decisions import decisions_frame, export_decisions, record_decision
 from onet_llm.review.queries import (
     ReviewFilter,
-    decisions_frame,
-    export_decisions,
     filter_counts,
-    record_decision,
     resolve_run,
     review_rows,
     settings_for_display,
@@ -181,7 +179,7 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
 
     for name in ("c.csv", "c.jsonl", "c.parquet"):
         assert export_decisions(store, tmp_path / name, run_id).rows == 2
-    from onet_llm.train.trainer import read_postings
+    from onet_llm.train.data import read_postings
 
     assert list(read_postings(tmp_path / "c.csv", taxonomy)["onet_code"]) == [
         "29-1141.00",

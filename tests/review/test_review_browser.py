@@ -224,7 +224,7 @@ def test_override_through_taxonomy_search_then_export(browser, review, tmp_path:
     assert override["note"] == "mortgage <closing> work"
     assert override["body"].startswith("Review underwriting approval")
     from onet_llm.taxonomy import load_taxonomy
-    from onet_llm.train.trainer import read_postings
+    from onet_llm.train.data import read_postings
 
     assert len(read_postings(out, load_taxonomy())) == 2  # usable as `train --data` as it is
     accepted = exported[exported["decision"] == "accept"].iloc[0]

@@ -14,14 +14,14 @@ from onet_llm.cli import app
 from onet_llm.shortlist.encoder import Encoder, base_model_path, resolve_model_path
 from onet_llm.shortlist.index import OccupationIndex, normalise_title, occupation_entries
 from onet_llm.tables import file_sha256
-from onet_llm.train.trainer import (
+from onet_llm.train.data import (
     PRESETS,
     TrainingOptions,
     held_out_reported_titles,
     onet_pairs,
     split_postings,
-    train,
 )
+from onet_llm.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_ADS = REPO / "eval" / "data" / "dev_ads.csv"

@@ -3,17 +3,20 @@
 Both documents are rendered from one list of blocks (headings, paragraphs, tables, figures), so
 the Markdown and the HTML always say the same thing. Plots are matplotlib PNGs: written next to
 report.md (which links them) and embedded as base64 in report.html (which needs nothing else,
-so it opens offline and can be mailed around).
+so it opens offline and can be mailed around). The page is the Jinja2 template
+`templates/report.html` with `templates/report.css`.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from onet_llm.eval.blocks import Block, report_blocks
@@ -78,46 +81,29 @@ def _inline_markdown(text: str) -> str:
     return "".join(out)
 
 
-HTML_STYLE = """
-body { font: 14px/1.45 system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto;
-       max-width: 1180px; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
-code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; font-size: 12px; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 12px; }
-"""
+# The kinds of block report.html renders (templates/report.html has one branch for each).
+HTML_KINDS = frozenset({"h1", "h2", "h3", "p", "table", "figure"})
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """report.html and its report.css, found through the package (shipped in the wheel)."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("onet_llm.eval", "templates"),
+        autoescape=False,  # every value goes through `inline` or `escape_html` in the template
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["inline"] = _inline_markdown
+    environment.filters["escape_html"] = html.escape
+    environment.filters["base64"] = lambda data: base64.b64encode(data).decode("ascii")
+    return environment
 
 
 def render_html(blocks: list[Block], plots: dict[str, bytes], title: str) -> str:
-    body = []
-    for block in blocks:
-        if block.kind in {"h1", "h2", "h3"}:
-            body.append(f"<{block.kind}>{_inline_markdown(block.text)}</{block.kind}>")
-        elif block.kind == "p":
-            body.append(f"<p>{_inline_markdown(block.text)}</p>")
-        elif block.kind == "table":
-            head = "".join(f"<th>{_inline_markdown(h)}</th>" for h in block.headers)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{_inline_markdown(c)}</td>" for c in row) + "</tr>"
-                for row in block.rows
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif block.kind == "figure":
-            encoded = base64.b64encode(plots[block.image]).decode("ascii")
-            body.append(
-                f'<figure><img alt="{html.escape(block.text)}" '
-                f'src="data:image/png;base64,{encoded}"><figcaption>'
-                f"{_inline_markdown(block.text)}</figcaption></figure>"
-            )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+    """A self-contained page: the style inline, the plots embedded as base64."""
+    template = _templates().get_template("report.html")
+    return template.render(blocks=blocks, plots=plots, title=title, kinds=HTML_KINDS)
 
 
 def write_report(

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from onet_llm.encoder import Encoder
-from onet_llm.index import DEFAULT_REPRESENTATION, OccupationIndex, occupation_entries
-from onet_llm.metrics import ranking_summary
+from onet_llm.eval.metrics import ranking_summary
+from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.index import DEFAULT_REPRESENTATION, OccupationIndex, occupation_entries
+from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, posting_text
 from onet_llm.taxonomy import load_taxonomy
-from onet_llm.text import DEFAULT_TEXT_VARIANT, posting_text
-from onet_llm.train import render_model_card
+from onet_llm.train.card import render_model_card
 
 REPO = Path(__file__).resolve().parent.parent
 

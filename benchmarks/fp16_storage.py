@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from onet_llm.encoder import Encoder
-from onet_llm.index import OccupationIndex, occupation_entries
-from onet_llm.metrics import ranking_summary
+from onet_llm.eval.metrics import ranking_summary
+from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.index import OccupationIndex, occupation_entries
+from onet_llm.shortlist.text import posting_text
 from onet_llm.taxonomy import load_taxonomy
-from onet_llm.text import posting_text
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from onet_llm.encoder import Encoder
-from onet_llm.index import REPRESENTATIONS, OccupationIndex, occupation_entries
-from onet_llm.metrics import ranking_summary
+from onet_llm.eval.metrics import ranking_summary
+from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.index import REPRESENTATIONS, OccupationIndex, occupation_entries
+from onet_llm.shortlist.text import TEXT_VARIANTS, posting_text
 from onet_llm.taxonomy import load_taxonomy
-from onet_llm.text import TEXT_VARIANTS, posting_text
 
 REPO = Path(__file__).resolve().parent.parent
 

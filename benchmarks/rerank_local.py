@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.local_llm import DEFAULT_CACHE, local_llm_server, qwen_path, smollm2_path
-from onet_llm.metrics import hit_ranks, ranking_summary
-from onet_llm.pipeline import open_labeler
-from onet_llm.rerank import Posting, Reranker, is_uncertain
+from onet_llm.eval.metrics import hit_ranks, ranking_summary
+from onet_llm.label import open_labeler
+from onet_llm.rerank.reranker import Posting, Reranker, is_uncertain
 from onet_llm.settings import Settings
 from onet_llm.store import Store
 
@@ -122,7 +122,7 @@ def main() -> None:
                 print(
                     f"ad {number + 1}/{len(postings)} {order}: {result.source} "
                     f"{result.latency_s:.1f}s cached={result.cached} gold={golds[number]} "
-                    f"llm={result.labels[0]['onet_code']} "
+                    f"llm={result.labels[0].onet_code} "
                     f"embedding={embedding_predictions[number][0]}",
                     flush=True,
                 )
@@ -158,7 +158,7 @@ def write_report(
     report["hybrid"] = {}
     for order, order_results in results.items():
         order_results = order_results[:done]
-        hybrid_predictions = [[label["onet_code"] for label in r.labels] for r in order_results]
+        hybrid_predictions = [[label.onet_code for label in r.labels] for r in order_results]
         cascade = {}
         for margin in MARGINS:
             mixed = [

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from onet_llm.review import VIEWS, ReviewFilter, filter_counts, resolve_run, review_rows
+from onet_llm.review.queries import VIEWS, ReviewFilter, filter_counts, resolve_run, review_rows
 from onet_llm.store import Store
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from onet_llm.pipeline import LabelOptions, label_file, open_labeler
+from onet_llm.label import LabelOptions, label_file, open_labeler
 from onet_llm.settings import Settings
 from onet_llm.store import Store
 

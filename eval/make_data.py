@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from onet_llm.splits import split_dev_ads, split_reported_titles
 from onet_llm.taxonomy import load_taxonomy
+from onet_llm.train.splits import split_dev_ads, split_reported_titles
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,6 +13,10 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+# The checkout this package runs from, when it does (editable installs, tests); in a wheel
+# install it is site-packages, where git and relative paths simply find nothing.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
 PROMPTS_PACKAGE = "onet_llm.prompts"
 EVAL_DATA_PACKAGE = "onet_llm.eval_data"
 

@@ -137,13 +137,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def count_rows(path: Path) -> int | None:
-    """Rows in the table, for the progress bar; None when counting would cost a full parse."""
+def parquet_rows(path: Path) -> int | None:
+    """Rows in a Parquet file, from its footer (no data is read); None for other formats,
+    whose row count is not known until they have been read."""
     if table_format(path) == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    if path.stat().st_size > 200_000_000:
-        return None
-    return sum(len(chunk) for chunk in iter_table_chunks(path, 50_000))
+    return None
 
 
 class TableWriter:
@@ -187,3 +186,42 @@ class TableWriter:
         if self._parquet is not None:
             self._parquet.close()
         self.temporary.unlink(missing_ok=True)
+
+
+def output_records(
+    rows: pd.DataFrame, labels: list[list[dict]], top_k: int, file_format: str
+) -> pd.DataFrame | list[dict]:
+    """Store rows (and their labels, parsed) -> the output layout: wide columns for
+    CSV/Parquet, nested labels for JSONL."""
+    if file_format == "jsonl":
+        return [
+            {"id": posting_id, "labels": row_labels, "source": source, "error": error or None}
+            for posting_id, row_labels, source, error in zip(
+                rows["posting_id"], labels, rows["source"], rows["error"], strict=True
+            )
+        ]
+    wide: dict[str, list] = {"id": rows["posting_id"].tolist()}
+    for field, name in (
+        ("onet_code", "onet_code"),
+        ("onet_title", "onet_title"),
+        ("score", "score"),
+    ):
+        for k in range(top_k):
+            wide[f"{name}_{k + 1}"] = [
+                row_labels[k][field] if k < len(row_labels) else None for row_labels in labels
+            ]
+    extra_fields = sorted(
+        {key for row_labels in labels for label in row_labels for key in label}
+        - {"onet_code", "onet_title", "score"}
+    )
+    for field in extra_fields:
+        for k in range(top_k):
+            wide[f"{field}_{k + 1}"] = [
+                row_labels[k].get(field) if k < len(row_labels) else None for row_labels in labels
+            ]
+    wide["source"] = rows["source"].tolist()
+    wide["error"] = [error if isinstance(error, str) else "" for error in rows["error"]]
+    frame = pd.DataFrame(wide)
+    for k in range(top_k):
+        frame[f"score_{k + 1}"] = frame[f"score_{k + 1}"].astype("float64")
+    return frame

@@ -38,7 +38,7 @@ def taxonomy():
 
 @pytest.fixture(scope="session")
 def labeler(onet_home: Path):
-    from onet_llm.pipeline import open_labeler
+    from onet_llm.label import open_labeler
 
     labeler, _ = open_labeler("default", onet_home / "index")
     return labeler

@@ -131,7 +131,7 @@ def test_skip_bad_rows_keeps_every_row(tmp_path: Path):
 
 
 def test_a_killed_run_resumes_after_its_last_committed_chunk(labeler, example_postings, tmp_path):
-    from onet_llm.pipeline import LabelOptions, label_file
+    from onet_llm.label import LabelOptions, label_file
     from onet_llm.store import Store
 
     options = LabelOptions(chunk_size=6)

@@ -4,7 +4,7 @@ the package. `.ci/run` also builds the wheel and runs the CLI from a fresh insta
 
 import tomllib
 
-from onet_llm.rerank import PromptTemplate
+from onet_llm.rerank.reranker import PromptTemplate
 from onet_llm.resources import eval_data_file, prompts_folder
 
 from .conftest import REPO

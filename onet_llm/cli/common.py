@@ -1,0 +1,92 @@
+"""What every command shares: the consoles, the common options, and the one place that turns
+an `OnetLLMError` into a one-line message and exit code 1 (`OnetLLMGroup`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from onet_llm.errors import OnetLLMError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Embedding model: 'default', 'base' or a model folder."),
+]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Cache folder (default $ONET_LLM_HOME or ~/.cache/onet-llm)."),
+]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="DuckDB store of runs, LLM calls and reviews "
+        "(default $ONET_LLM_STORE or $ONET_LLM_HOME/store.duckdb).",
+    ),
+]
+LlmModelOption = Annotated[
+    str | None, typer.Option("--llm-model", help="LLM model name (default $ONET_LLM_MODEL).")
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)."),
+]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option("--concurrency", help="LLM requests in flight (default 4).")
+]
+ShortlistSizeOption = Annotated[
+    int, typer.Option("--shortlist-size", help="Candidates from the index.")
+]
+
+
+def fail(error: OnetLLMError) -> typer.Exit:
+    """One line on stderr, exit code 1: user errors never show a traceback."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+class OnetLLMGroup(TyperGroup):
+    """The command group of the app: any `OnetLLMError` a command raises, at any depth of
+    sub-commands, ends as one line and exit code 1. Anything else is a bug and keeps its
+    traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OnetLLMError as error:
+            raise fail(error) from None
+
+
+def print_ledger(frame: pd.DataFrame, title: str) -> None:
+    """One line per run and model (greppable, never truncated by a narrow terminal). Cost says
+    'unknown' where a model has no price (set one: see .env.example)."""
+    import pandas as pd
+
+    if frame.empty:
+        console.print("no LLM requests recorded")
+        return
+    console.print(title, highlight=False)
+    for row in frame.itertuples(index=False):
+        cost = row.cost_usd
+        cost_text = "unknown (no price for this model)" if pd.isna(cost) else f"${cost:.4f}"
+        latency = row.median_latency_s
+        latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
+        console.print(
+            f"run {row.run_id} model {row.model}: {row.requests} requests, {row.calls} calls, "
+            f"{row.cache_hits} cache hits, {row.failed} failed, {row.http_requests} HTTP "
+            f"requests, tokens {row.tokens_in} in / {row.tokens_out} out, cost {cost_text}, "
+            f"median latency {latency_text}",
+            highlight=False,
+            soft_wrap=True,
+        )

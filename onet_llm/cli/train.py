@@ -1,0 +1,71 @@
+"""`onet-llm train`: fine-tune the embedding model (the logic is in `onet_llm.train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onet_llm.cli.common import HomeOption, console, err_console
+from onet_llm.settings import Settings
+
+PresetOption = Annotated[
+    str, typer.Option("--preset", help="small (<= 15 min on 2 CPU cores) or full.")
+]
+DataOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--data",
+        help="Labelled postings (title, body, onet_code[, split]); repeatable. "
+        "Default: eval/data/dev_ads.csv. Rows with split=test are never used.",
+    ),
+]
+OutputOption = Annotated[
+    Path, typer.Option("-o", "--output", help="Folder for the fine-tuned model.")
+]
+LoraRankOption = Annotated[
+    int | None,
+    typer.Option(
+        "--lora-rank",
+        help="Train a LoRA adapter of this rank (needs peft) instead of every weight: "
+        "a few-MB folder loaded on top of the base model.",
+    ),
+]
+
+
+def train(
+    preset: PresetOption = "small",
+    data: DataOption = None,
+    output: OutputOption = Path("onet-minilm"),
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Override the preset.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    lora_rank: LoraRankOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Fine-tune the embedding model on O*NET titles and labelled postings."""
+    from onet_llm.train.data import TrainingOptions
+    from onet_llm.train.trainer import train as run_training
+
+    settings = Settings.load(home=home)
+    options = TrainingOptions(
+        preset=preset,
+        data=tuple(data or ()),
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        lora_rank=lora_rank,
+    )
+    result = run_training(
+        options, settings.index_cache_dir, log=lambda line: err_console.print(line)
+    )
+    best = f"{result.best_score:.3f}" if result.best_score is not None else "n/a"
+    console.print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation "
+        f"MRR@10 {best} -> {result.output}"
+    )
+    console.print(f"use it: onet-llm label POSTINGS --model {result.output}")

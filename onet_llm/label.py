@@ -1,0 +1,323 @@
+"""Labeling: posting text -> shortlist -> (optional LLM rerank) -> top K labels -> store -> output.
+
+`label_file` streams the input in chunks; the input is opened once, and its first chunk is
+what `postings.open_input` checks before any model loads. Each chunk's rows
+(`types.LabelledRow`, with `Candidate` and `Label` objects) are committed to the store with the
+run's progress, so a killed run started again with the same input and options resumes after its
+last committed chunk; the output file is written from the store once every row is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from onet_llm.errors import InputError
+from onet_llm.postings import LabelInput, LabelOptions, open_input, posting_fields
+from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.index import OccupationIndex
+from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, TextVariant, posting_text
+from onet_llm.store import RunRecord, Store
+from onet_llm.tables import (
+    TableWriter,
+    output_records,
+)
+from onet_llm.taxonomy import Taxonomy
+from onet_llm.types import Candidate, Label, LabelledRow
+
+if TYPE_CHECKING:
+    from onet_llm.rerank.reranker import Reranker
+
+# Bodies longer than this are cut before they reach the store (the encoder and any LLM prompt
+# see far less); the audit trail keeps what mattered for the decision.
+STORED_BODY_CHARACTERS = 4000
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    run_id: str
+    output_path: Path
+    rows: int
+    resumed_from: int
+    seconds: float
+    sources: dict[str, int]
+    top_codes: list[tuple[str, str, int]]
+
+
+class Labeler:
+    """Shortlists occupations for postings with one encoder and one index."""
+
+    def __init__(self, encoder: Encoder, index: OccupationIndex, taxonomy: Taxonomy) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.taxonomy = taxonomy
+
+    def shortlist(
+        self,
+        titles: list[str],
+        bodies: list[str],
+        size: int = 20,
+        text_variant: TextVariant = DEFAULT_TEXT_VARIANT,
+    ) -> list[list[Candidate]]:
+        """Best `size` occupations per posting, best first."""
+        texts = [posting_text(t, b, text_variant) for t, b in zip(titles, bodies, strict=True)]
+        positions, scores = self.index.search(self.encoder.encode(texts), size)
+        occupations = self.taxonomy.occupations
+        return [
+            [
+                Candidate(occupations[p].code, occupations[p].title, round(float(s), 6))
+                for p, s in zip(row_positions, row_scores, strict=True)
+                if p >= 0
+            ]
+            for row_positions, row_scores in zip(positions, scores, strict=True)
+        ]
+
+    def label_chunk(
+        self, chunk: pd.DataFrame, first_row: int, options: LabelOptions
+    ) -> list[LabelledRow]:
+        """One row for the store per input row, labelled or carrying an error."""
+        ids, titles, bodies = posting_fields(chunk, first_row, options)
+        rows = []
+        good = []
+        for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
+            row = LabelledRow(first_row + offset, posting_id, title, body[:STORED_BODY_CHARACTERS])
+            if not title.strip() and not body.strip():
+                problem = f"row {row.row_number} (id {posting_id!r}): title and body are both empty"
+                if not options.skip_bad_rows:
+                    raise InputError(problem + " (pass --skip-bad-rows to keep going)")
+                row.error = "title and body are both empty"
+            else:
+                good.append(offset)
+            rows.append(row)
+        shortlists = self.shortlist(
+            [titles[i] for i in good],
+            [bodies[i] for i in good],
+            options.shortlist_size,
+            options.text_variant,
+        )
+        for offset, shortlist in zip(good, shortlists, strict=True):
+            rows[offset].shortlist = shortlist
+            rows[offset].labels = [Label.embedding(c) for c in shortlist[: options.top_k]]
+            rows[offset].source = "embedding"
+        return rows
+
+
+def rerank_rows(
+    rows: list[LabelledRow],
+    reranker: Reranker,
+    top_k: int,
+    run_id: str | None,
+    on_result: Callable[[object], None] | None = None,
+) -> list[LabelledRow]:
+    """Send a chunk's shortlisted rows to the LLM (all of them, or with `llm_when=uncertain`
+    only those whose embedding top-1 is not clearly ahead) and replace their labels with its
+    ranking. Rows not sent keep source='embedding'; failed ones keep the embedding ranking with
+    source='fallback' and the error."""
+    from onet_llm.rerank.reranker import is_uncertain
+
+    settings = reranker.settings
+    selected = [
+        row
+        for row in rows
+        if row.source == "embedding"
+        and row.shortlist is not None
+        and (
+            settings.llm_when != "uncertain"
+            or is_uncertain(row.shortlist, settings.llm_uncertain_margin)
+        )
+    ]
+    if not selected:
+        return rows
+    postings = [row.posting for row in selected]
+    shortlists = [row.shortlist or [] for row in selected]
+    results = reranker.rerank(postings, shortlists, top_k, run_id, on_result)
+    for row, result in zip(selected, results, strict=True):
+        row.labels = result.labels
+        row.source = result.source
+        row.error = result.error
+        row.call_key = result.call_key
+    return rows
+
+
+def default_output_path(input_path: Path) -> Path:
+    return input_path.with_name(f"{input_path.stem}.labels.csv")
+
+
+def run_key(input_path: Path, output_path: Path, fingerprint: dict) -> str:
+    """Identity of a labelling job: same file (size, mtime), same output, same settings."""
+    stat = input_path.stat()
+    payload = [
+        str(input_path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        str(output_path.resolve()),
+        fingerprint,
+    ]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def label_file(
+    labeler: Labeler,
+    store: Store,
+    input_path: Path | LabelInput,
+    output_path: Path | None,
+    options: LabelOptions,
+    settings_fingerprint: dict,
+    index_key: str,
+    on_progress: Progress | None = None,
+    reranker: Reranker | None = None,
+) -> LabelSummary:
+    """Label every row of `input_path` into `output_path`, resuming an unfinished identical run.
+
+    `input_path` may be an input already opened (and checked) by `open_input`. With a
+    `reranker`, each chunk's shortlists go through the LLM before the chunk is committed; its
+    calls are cached as they complete, so a run stopped mid-chunk (Ctrl-C, --max-cost-usd)
+    pays nothing again for them when it resumes."""
+    started = time.perf_counter()
+    opened = input_path if isinstance(input_path, LabelInput) else None
+    path = opened.path if opened else Path(input_path)  # type: ignore[arg-type]
+    output_path = output_path or default_output_path(path)
+    opened = opened or open_input(path, output_path, options)
+    options = opened.options
+    fingerprint = {**settings_fingerprint, "options": asdict(options), "index": index_key}
+    run = find_or_start_run(store, path, output_path, fingerprint, labeler, index_key)
+    rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
+    sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
+    store.finish_run(run.run_id)
+    top = sorted(code_counts.items(), key=lambda item: -item[1])[:5]
+    return LabelSummary(
+        run_id=run.run_id,
+        output_path=output_path,
+        rows=rows,
+        resumed_from=run.rows_done,
+        seconds=time.perf_counter() - started,
+        sources=sources,
+        top_codes=[(code, labeler.taxonomy.title(code), n) for code, n in top],
+    )
+
+
+def find_or_start_run(
+    store: Store,
+    input_path: Path,
+    output_path: Path,
+    fingerprint: dict,
+    labeler: Labeler,
+    index_key: str,
+) -> RunRecord:
+    """The unfinished run of this exact job, to resume, or a new one."""
+    key = run_key(input_path, output_path, fingerprint)
+    run = store.find_unfinished_run(key)
+    if run is not None:
+        return run
+    return store.start_run(
+        key,
+        "label",
+        str(input_path),
+        str(output_path),
+        fingerprint,
+        labeler.encoder.model_id,
+        index_key,
+    )
+
+
+def label_chunks(
+    labeler: Labeler,
+    store: Store,
+    opened: LabelInput,
+    run: RunRecord,
+    on_progress: Progress | None,
+    reranker: Reranker | None,
+) -> int:
+    """Label and commit every chunk after the run's committed rows; returns the rows seen.
+    Committed chunks stay in the store when anything here fails: the same command resumes."""
+    options, total, resumed_from = opened.options, opened.total_rows, run.rows_done
+    done = 0
+    if on_progress:
+        on_progress(resumed_from, total)
+    for chunk in opened.chunks():
+        first_row = done + 1
+        done += len(chunk)
+        if done <= resumed_from:
+            continue
+        if first_row <= resumed_from:  # resume inside a chunk when chunk sizes changed
+            chunk = chunk.iloc[resumed_from - first_row + 1 :]
+            first_row = resumed_from + 1
+        rows = labeler.label_chunk(chunk, first_row, options)
+        if reranker is not None:
+            progress = _row_progress(on_progress, first_row - 1, total)
+            rows = rerank_rows(rows, reranker, options.top_k, run.run_id, progress)
+        store.append_rows(run.run_id, rows)
+        if on_progress:
+            on_progress(done, total)
+    return done
+
+
+def write_output(
+    store: Store, run_id: str, output_path: Path, top_k: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Write the output from the store, atomically; counts of sources and of top-1 codes."""
+    writer = TableWriter(output_path)
+    sources: dict[str, int] = {}
+    code_counts: dict[str, int] = {}
+    try:
+        for rows in store.iter_run_rows(run_id):
+            labels = [
+                json.loads(value) if isinstance(value, str) else [] for value in rows["labels"]
+            ]
+            writer.write(output_records(rows, labels, top_k, writer.format))
+            for source in rows["source"]:
+                sources[source] = sources.get(source, 0) + 1
+            for row_labels in labels:
+                if row_labels:
+                    code = row_labels[0]["onet_code"]
+                    code_counts[code] = code_counts.get(code, 0) + 1
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return sources, code_counts
+
+
+def _row_progress(
+    on_progress: Callable[[int, int | None], None] | None, done_before: int, total: int | None
+) -> Callable[[object], None] | None:
+    """Per-posting progress inside a chunk while the LLM works (it is slow); called from the
+    rerank worker threads, hence the lock."""
+    if on_progress is None:
+        return None
+    lock = threading.Lock()
+    finished = [done_before]
+
+    def advance(_result: object) -> None:
+        with lock:
+            finished[0] += 1
+            on_progress(finished[0], total)
+
+    return advance
+
+
+def open_labeler(
+    model: str, index_cache_dir: Path, representation: str | None = None
+) -> tuple[Labeler, str]:
+    """Load taxonomy, encoder and the (cached) index; returns the labeler and the index key."""
+    from onet_llm.shortlist.index import (
+        DEFAULT_REPRESENTATION,
+        index_cache_key,
+        load_or_build_index,
+    )
+    from onet_llm.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    encoder = Encoder(model)
+    representation = representation or DEFAULT_REPRESENTATION
+    index = load_or_build_index(encoder, taxonomy, index_cache_dir, representation)
+    return Labeler(encoder, index, taxonomy), index_cache_key(encoder, taxonomy, representation)

@@ -1,0 +1,190 @@
+"""The LLM client behind a small protocol: `complete(messages, schema, usage) -> Completion`.
+
+`OpenAIClient` talks to any OpenAI-compatible endpoint and owns the transport policy (retries,
+backoff, Retry-After), structured-output degradation (a server that rejects our
+response_format gets the next, less constrained mode) and the cost meter (the limit is checked
+before each request). The reranker only sees `Completion`s, `CompletionError` (this request
+failed: fall back) and `LLMError` / `BudgetError` (stop the run). A fake client implementing
+the same protocol gives the unit tests a fast tier (tests/rerank/fake_client.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+from pydantic import ValidationError
+
+from onet_llm.errors import LLMError
+from onet_llm.rerank.cost import CostMeter, Prices
+from onet_llm.rerank.schema import MODES, AnswerSchema, RerankAnswer
+from onet_llm.rerank.transport import TransportPolicy
+from onet_llm.settings import Settings
+
+CUT_OFF = "the reply was cut off at the token limit; keep each rationale under 20 words"
+
+
+@dataclass
+class Usage:
+    """Counters for one call across its HTTP requests (validation retries included)."""
+
+    http: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    validation_retries: int = 0
+    transport: dict[str, int] = field(default_factory=lambda: {"transport": 0, "rate_limit": 0})
+
+    @property
+    def transport_retries(self) -> int:
+        return self.transport["transport"] + self.transport["rate_limit"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One reply: its text, the client-parsed answer (json_schema modes) and a problem found
+    before parsing (not a chat completion, cut off), if any."""
+
+    content: str | None
+    parsed: RerankAnswer | None = None
+    problem: str | None = None
+
+
+class CompletionError(Exception):
+    """This request failed for good (retries spent, a non-retryable 4xx): the posting falls
+    back to its embedding ranking. The message is one line."""
+
+
+class LLMClient(Protocol):
+    mode: str  # the structured-output mode in use (the request log records it)
+
+    def complete(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion: ...
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+class OpenAIClient:
+    """`LLMClient` over the openai package, with retries, degradation and the cost meter."""
+
+    def __init__(
+        self, settings: Settings, prices: Prices, openai_client: openai.OpenAI | None = None
+    ) -> None:
+        self.settings = settings
+        self.prices = prices
+        self.meter = CostMeter(settings.max_cost_usd)
+        self.transport = TransportPolicy(settings)
+        self.mode = MODES[0] if settings.structured_output == "auto" else settings.structured_output
+        self._mode_lock = threading.Lock()
+        # The key goes to the client only; local servers accept any non-empty key.
+        self.openai = openai_client or openai.OpenAI(
+            api_key=settings.openai_api_key or "not-needed",
+            base_url=settings.openai_base_url,
+            timeout=settings.llm_timeout_s,
+            max_retries=0,  # tenacity owns retries
+        )
+
+    def complete(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion:
+        """One logical request through the transport retries; misconfiguration (bad key,
+        unknown model) is an LLMError, any other failure a CompletionError."""
+        try:
+            return self._request(messages, schema, usage)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as failure:
+            raise LLMError(f"the LLM endpoint refused the key: {one_line(failure)}") from None
+        except openai.NotFoundError as failure:
+            raise LLMError(
+                f"model {self.settings.llm_model!r} or endpoint not found: {one_line(failure)}"
+            ) from None
+        except openai.OpenAIError as failure:  # retries spent or a non-retryable 4xx
+            raise CompletionError(one_line(failure)) from None
+
+    def _request(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion:
+        estimate = self._estimate_cost(messages)
+        for attempt in self.transport.retrying(usage.transport):
+            with attempt:
+                while True:
+                    mode = self.mode
+                    try:
+                        result = self._send_once(messages, schema, mode, estimate, usage)
+                        break
+                    except openai.BadRequestError as failure:
+                        if not self.degrade(failure, mode):
+                            raise
+        # tenacity re-raises the last error once a budget is spent
+        return result
+
+    def _send_once(
+        self, messages: list[dict], schema: AnswerSchema, mode: str, estimate: float, usage: Usage
+    ) -> Completion:
+        self.meter.reserve(estimate)
+        actual: float | None = 0.0
+        try:
+            usage.http += 1
+            raw = self._send(messages, schema, mode)
+            try:
+                body = raw.http_response.json()
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                text = raw.http_response.text[:500]
+                return Completion(
+                    text, None, "the server's response was not a JSON chat completion"
+                )
+            tokens = body.get("usage") or {}
+            tokens_in = int(tokens.get("prompt_tokens") or 0)
+            tokens_out = int(tokens.get("completion_tokens") or 0)
+            usage.tokens_in += tokens_in
+            usage.tokens_out += tokens_out
+            actual = self.prices.cost(self.settings.llm_model, tokens_in, tokens_out)
+        finally:
+            self.meter.settle(estimate, actual)
+        choice = (body.get("choices") or [{}])[0]
+        content = (choice.get("message") or {}).get("content")
+        if choice.get("finish_reason") == "length":
+            return Completion(content, None, CUT_OFF)
+        if mode == "json_object":
+            return Completion(content)
+        try:
+            parsed = raw.parse().choices[0].message.parsed
+        except (ValidationError, ValueError, openai.OpenAIError):
+            return Completion(content)  # parse_answer() words the problem for the model
+        return Completion(content, parsed)
+
+    def _send(self, messages: list[dict], schema: AnswerSchema, mode: str) -> Any:
+        common = {
+            "model": self.settings.llm_model,
+            "messages": messages,
+            "temperature": self.settings.llm_temperature,
+            "max_tokens": self.settings.llm_max_tokens,
+        }
+        completions = self.openai.chat.completions.with_raw_response
+        if mode != "json_object":
+            return completions.parse(
+                response_format=schema.model(mode == "json_schema_bounded"), **common
+            )
+        return completions.create(response_format={"type": "json_object"}, **common)
+
+    def degrade(self, failure: openai.BadRequestError, used: str) -> bool:
+        """A server that rejects our response_format with a 400 naming it (no maxLength in
+        OpenAI's strict mode; no json_schema at all in some servers) gets the next, less
+        constrained mode, once for every worker. Only in 'auto' mode."""
+        if self.settings.structured_output != "auto" or used == MODES[-1]:
+            return False
+        if not re.search(r"response_format|json_schema|schema|maxLength", str(failure), re.I):
+            return False
+        with self._mode_lock:  # another worker may have stepped down already
+            if MODES.index(self.mode) <= MODES.index(used):
+                self.mode = MODES[MODES.index(used) + 1]
+        return True
+
+    def _estimate_cost(self, messages: list[dict]) -> float:
+        """Upper bound for one request: ~3 characters a token in, max_tokens out."""
+        characters = sum(len(message["content"]) for message in messages)
+        cost = self.prices.cost(
+            self.settings.llm_model, characters // 3 + 50, self.settings.llm_max_tokens
+        )
+        return cost or 0.0

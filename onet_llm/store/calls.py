@@ -1,0 +1,132 @@
+"""LLM calls: the cache (`calls`, one row per distinct request) and the ledger (`call_log`, one
+row per request a run made, cache hits included). Neither ever holds an API key.
+
+Every method runs on its own cursor under the store's lock: the rerank workers are threads.
+`CallTables` is the store side of `rerank.cache.CallCache`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pandas as pd
+
+from onet_llm.store.db import Database, now, transaction
+
+LEDGER_SQL = """
+SELECT coalesce(run_id, '-') AS run_id,
+       model,
+       count(*) AS requests,
+       count(*) FILTER (WHERE NOT cached) AS calls,
+       count(*) FILTER (WHERE cached) AS cache_hits,
+       count(*) FILTER (WHERE status <> 'ok') AS failed,
+       coalesce(sum(attempts), 0) AS http_requests,
+       coalesce(sum(tokens_in), 0) AS tokens_in,
+       coalesce(sum(tokens_out), 0) AS tokens_out,
+       CASE WHEN count(*) FILTER (WHERE NOT cached AND cost_usd IS NULL) > 0
+            THEN NULL ELSE coalesce(sum(cost_usd), 0) END AS cost_usd,
+       median(latency_s) FILTER (WHERE NOT cached) AS median_latency_s,
+       min(created_at) AS first_request
+FROM call_log {where}
+GROUP BY ALL
+ORDER BY first_request
+"""
+
+
+def _call_values(call: dict) -> list:
+    parsed = call.get("response_parsed")
+    return [
+        call["call_key"],
+        call["model"],
+        call["prompt_version"],
+        call["prompt_hash"],
+        call["schema_hash"],
+        json.dumps(call["request"]),
+        call.get("response_raw"),
+        json.dumps(parsed) if parsed is not None else None,
+        call.get("tokens_in"),
+        call.get("tokens_out"),
+        call.get("cost_usd"),
+        call.get("latency_s"),
+        call["status"],
+        call.get("error"),
+        call.get("attempts"),
+        call.get("validation_retries"),
+        call.get("transport_retries"),
+        now(),
+    ]
+
+
+def _log_values(call: dict, run_id: str | None, cached: bool) -> list:
+    return [
+        uuid.uuid4().hex,
+        run_id,
+        call["call_key"],
+        call["model"],
+        cached,
+        call["status"],
+        0 if cached else call.get("tokens_in"),
+        0 if cached else call.get("tokens_out"),
+        0.0 if cached else call.get("cost_usd"),
+        0.0 if cached else call.get("latency_s"),
+        0 if cached else call.get("attempts"),
+        now(),
+    ]
+
+
+class CallTables(Database):
+    def cached_call(self, call_key: str) -> dict | None:
+        """A validated earlier answer to the same request, or None. Failed calls are kept for
+        the audit trail but never served."""
+        with self.cursor() as cursor:
+            row = cursor.execute(
+                "SELECT call_key, response_parsed, tokens_in, tokens_out, cost_usd, latency_s "
+                "FROM calls WHERE call_key = ? AND status = 'ok'",
+                [call_key],
+            ).fetchone()
+        if row is None:
+            return None
+        return {
+            "call_key": row[0],
+            "response_parsed": json.loads(row[1]) if row[1] else None,
+            "tokens_in": row[2],
+            "tokens_out": row[3],
+            "cost_usd": row[4],
+            "latency_s": row[5],
+        }
+
+    def record_call(self, call: dict, run_id: str | None, cached: bool) -> None:
+        """Write a call (unless served from the cache) and its log entry in one transaction."""
+        with self.cursor() as cursor, transaction(cursor):
+            if not cached:
+                cursor.execute(
+                    "INSERT OR REPLACE INTO calls VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _call_values(call),
+                )
+            cursor.execute(
+                "INSERT INTO call_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _log_values(call, run_id, cached),
+            )
+
+    def calls(self) -> pd.DataFrame:
+        with self._lock:
+            return self.db.execute("SELECT * FROM calls ORDER BY created_at").df()
+
+    def call_log(self, run_id: str | None = None) -> pd.DataFrame:
+        query = "SELECT * FROM call_log"
+        params: list = []
+        if run_id is not None:
+            query += " WHERE run_id = ?"
+            params.append(run_id)
+        with self._lock:
+            return self.db.execute(query + " ORDER BY created_at", params).df()
+
+    def ledger(self, run_id: str | None = None) -> pd.DataFrame:
+        """Requests, calls made, cache hits, failures, tokens, cost and latency by run and
+        model. `cost_usd` is NULL when any paid call in the group had no known price."""
+        where = "WHERE run_id = ?" if run_id is not None else ""
+        params = [run_id] if run_id is not None else []
+        with self._lock:
+            return self.db.execute(LEDGER_SQL.format(where=where), params).df()

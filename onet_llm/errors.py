@@ -5,6 +5,14 @@ anything else that escapes is a bug and keeps its traceback."""
 class OnetLLMError(Exception):
     """Base class for every error a user can cause and fix."""
 
+    exit_code = 1
+
+
+class Interrupted(OnetLLMError):
+    """Ctrl-C during a run: what is committed stays, and the message says how to resume."""
+
+    exit_code = 130
+
 
 class InputError(OnetLLMError):
     """The input file or one of its rows cannot be used as given."""

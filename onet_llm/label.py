@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from onet_llm.errors import InputError
-from onet_llm.postings import LabelInput, LabelOptions, open_input, posting_fields
+from onet_llm.errors import InputError, Interrupted
+from onet_llm.postings import (
+    LabelInput,
+    LabelOptions,
+    default_output_path,
+    open_input,
+    posting_fields,
+)
 from onet_llm.shortlist.encoder import Encoder
 from onet_llm.shortlist.index import OccupationIndex
 from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, TextVariant, posting_text
@@ -148,10 +154,6 @@ def rerank_rows(
     return rows
 
 
-def default_output_path(input_path: Path) -> Path:
-    return input_path.with_name(f"{input_path.stem}.labels.csv")
-
-
 def run_key(input_path: Path, output_path: Path, fingerprint: dict) -> str:
     """Identity of a labelling job: same file (size, mtime), same output, same settings."""
     stat = input_path.stat()
@@ -190,8 +192,19 @@ def label_file(
     options = opened.options
     fingerprint = {**settings_fingerprint, "options": asdict(options), "index": index_key}
     run = find_or_start_run(store, path, output_path, fingerprint, labeler, index_key)
-    rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
-    sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
+    try:
+        rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
+        sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
+    except KeyboardInterrupt:
+        store.finish_run(run.run_id, "interrupted")
+        committed = store.rows_committed(run.run_id)
+        raise Interrupted(
+            f"interrupted: {committed:,} rows are committed to run {run.run_id} and no output "
+            "was written; run the same command again to resume after them"
+        ) from None
+    except BaseException:
+        store.finish_run(run.run_id, "failed")  # resumable: the same command picks it up
+        raise
     store.finish_run(run.run_id)
     top = sorted(code_counts.items(), key=lambda item: -item[1])[:5]
     return LabelSummary(

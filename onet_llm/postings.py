@@ -8,6 +8,7 @@ otherwise the progress bar counts rows without a total.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,14 @@ import pandas as pd
 from onet_llm.errors import InputError
 from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, TextVariant
 from onet_llm.tables import iter_table_chunks, parquet_rows, table_format
+
+# O*NET 30.1 has 1,016 occupations (tests/test_taxonomy.py checks the shipped files): a
+# shortlist cannot be longer. A constant, so options are checked before the taxonomy loads.
+OCCUPATION_COUNT = 1016
+
+
+def default_output_path(input_path: Path) -> Path:
+    return input_path.with_name(f"{input_path.stem}.labels.csv")
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,15 @@ class LabelOptions:
     skip_bad_rows: bool = False
 
     def __post_init__(self) -> None:
+        """Every number is checked here, before anything is read or loaded."""
+        if self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        occupations = OCCUPATION_COUNT
+        if not 1 <= self.shortlist_size <= occupations:
+            raise InputError(
+                f"--shortlist-size must be between 1 and the {occupations} occupations, "
+                f"got {self.shortlist_size}"
+            )
         if not 1 <= self.top_k <= self.shortlist_size:
             raise InputError(
                 f"--top-k must be between 1 and --shortlist-size ({self.shortlist_size}), "
@@ -83,12 +101,24 @@ class LabelInput:
         yield from self.rest
 
 
+def check_output(input_path: Path, output_path: Path) -> None:
+    """The output can be written: a known format, a folder that exists and is writable, and not
+    the input itself (also through a symlink), which the atomic rename would overwrite."""
+    table_format(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise InputError(f"{output_path}: the output is the input file; choose another -o")
+    folder = output_path.resolve().parent
+    if not folder.is_dir():
+        raise InputError(f"{output_path}: the output folder {folder} is missing; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{output_path}: the output folder {folder} is not writable")
+
+
 def open_input(input_path: Path, output_path: Path | None, options: LabelOptions) -> LabelInput:
-    """Fail fast, before any model loads, on a file that cannot be labelled; the id column is
-    resolved ("id" when present and not given)."""
+    """Fail fast, before any model loads, on a file that cannot be labelled or an output that
+    cannot be written; the id column is resolved ("id" when present and not given)."""
     table_format(input_path)
-    if output_path is not None:
-        table_format(output_path)
+    check_output(input_path, output_path or default_output_path(input_path))
     chunks = iter_table_chunks(input_path, options.chunk_size)
     first_chunk = next(chunks)
     check_columns(first_chunk.columns, input_path, options)

@@ -38,6 +38,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "llm_max_tokens": "ONET_LLM_MAX_TOKENS",
     "llm_temperature": "ONET_LLM_TEMPERATURE",
     "llm_timeout_s": "ONET_LLM_TIMEOUT",
+    "llm_fail_fast_after": "ONET_LLM_FAIL_FAST_AFTER",
     "llm_max_retries": "ONET_LLM_MAX_RETRIES",
     "llm_rate_limit_retries": "ONET_LLM_RATE_LIMIT_RETRIES",
     "llm_validation_retries": "ONET_LLM_VALIDATION_RETRIES",
@@ -72,7 +73,10 @@ class Settings:
     llm_body_characters: int = 1500
     llm_max_tokens: int = 400
     llm_temperature: float = 0.0
-    llm_timeout_s: float = 120.0
+    llm_timeout_s: float = 120.0  # bounds each request as a whole, body included
+    # Stop the run when the first N LLM requests all fail (connection, key, 429s or 5xx that
+    # outlast their retries): a dead endpoint must not fall back row after row. 0: never stop.
+    llm_fail_fast_after: int = 3
     llm_max_retries: int = 3
     llm_rate_limit_retries: int = 8
     llm_validation_retries: int = 2
@@ -119,12 +123,13 @@ class Settings:
             raw = flag if flag is not None else (from_env or None)
             if raw is None:
                 continue
-            values[setting.name] = _coerce(setting.name, raw)
+            values[setting.name] = _coerce(setting.name, raw, from_flag=flag is not None)
         return cls(**values)
 
 
 _INTEGERS = {
     "llm_concurrency",
+    "llm_fail_fast_after",
     "order_seed",
     "llm_body_characters",
     "llm_max_tokens",
@@ -149,19 +154,47 @@ _CHOICES = {
 }
 
 
-def _coerce(name: str, raw: Any) -> Any:
-    """Environment values arrive as text: convert them, with a one-line error naming the
-    variable when one cannot be read."""
-    source = ENVIRONMENT_VARIABLES.get(name, name)
+# The smallest value each number may take (a negative concurrency or budget is a mistake, not
+# a setting), and the flag that sets it, for the message.
+_MINIMUMS: dict[str, float] = {
+    "llm_concurrency": 1,
+    "max_cost_usd": 0,
+    "llm_timeout_s": 0.001,
+    "llm_max_tokens": 1,
+    "llm_body_characters": 0,
+    "llm_max_retries": 0,
+    "llm_rate_limit_retries": 0,
+    "llm_validation_retries": 0,
+    "llm_fail_fast_after": 0,
+    "llm_backoff_initial_s": 0,
+    "llm_backoff_max_s": 0,
+    "llm_temperature": 0,
+    "llm_uncertain_margin": 0,
+    "price_input_per_million": 0,
+    "price_output_per_million": 0,
+}
+_FLAGS = {"llm_concurrency": "--concurrency", "max_cost_usd": "--max-cost-usd"}
+
+
+def _coerce(name: str, raw: Any, from_flag: bool = False) -> Any:
+    """Flag and environment values: convert and bound them, with a one-line error naming the
+    flag or variable when one cannot be used."""
+    source = _FLAGS.get(name, name) if from_flag else ENVIRONMENT_VARIABLES.get(name, name)
     if name in {"home", "store_path", "prices_file"}:
         return Path(str(raw)).expanduser()
     try:
         if name in _INTEGERS:
-            return int(raw)
-        if name in _FLOATS:
-            return float(raw)
+            value: Any = int(raw)
+        elif name in _FLOATS:
+            value = float(raw)
+        else:
+            value = raw
     except ValueError:
         raise InputError(f"{source}: expected a number, got {raw!r}") from None
+    if name in _MINIMUMS and not value >= _MINIMUMS[name]:  # also refuses NaN
+        raise InputError(f"{source} must be at least {_MINIMUMS[name]:g}, got {raw}")
+    if name in _INTEGERS or name in _FLOATS:
+        return value
     if name in _CHOICES and raw not in _CHOICES[name]:
         raise InputError(f"{source}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
     return raw

@@ -145,8 +145,32 @@ def parquet_rows(path: Path) -> int | None:
     return None
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: str) -> str:
+    """A text cell that a spreadsheet would run as a formula gets a leading apostrophe (the
+    OWASP rule for CSV injection); any other value is returned as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """The text columns of a frame bound for CSV, neutralised cell by cell. Parquet and JSONL
+    keep the raw values: they are read by programs, not spreadsheets."""
+    text_columns = [
+        name
+        for name in frame.columns
+        if pd.api.types.is_object_dtype(frame[name]) or pd.api.types.is_string_dtype(frame[name])
+    ]
+    if not text_columns:
+        return frame
+    return frame.assign(**{name: frame[name].map(neutralise_formula) for name in text_columns})
+
+
 class TableWriter:
-    """Append chunks of a fixed set of columns to CSV, Parquet or JSONL, atomically."""
+    """Append chunks of a fixed set of columns to CSV, Parquet or JSONL, atomically. CSV cells
+    that would run as spreadsheet formulas are neutralised (see `neutralise_formula`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -161,7 +185,7 @@ class TableWriter:
                 for record in frame:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.format == "csv":
-            frame.to_csv(
+            neutralise_formulas(frame).to_csv(
                 self.temporary,
                 mode="a" if self._started else "w",
                 header=not self._started,

@@ -1,11 +1,12 @@
 from onet_llm import ONET_ATTRIBUTION
+from onet_llm.postings import OCCUPATION_COUNT
 from onet_llm.taxonomy import is_onet_code, soc_code
 
 from .conftest import REPO
 
 
 def test_taxonomy_has_all_onet_30_1_occupations(taxonomy):
-    assert len(taxonomy) == 1016
+    assert len(taxonomy) == 1016 == OCCUPATION_COUNT  # the bound on --shortlist-size
     assert all(is_onet_code(code) for code in taxonomy.codes)
     assert taxonomy.codes == sorted(taxonomy.codes)
     assert taxonomy.title("15-1252.00") == "Software Developers"

@@ -51,9 +51,9 @@ ShortlistSizeOption = Annotated[
 
 
 def fail(error: OnetLLMError) -> typer.Exit:
-    """One line on stderr, exit code 1: user errors never show a traceback."""
+    """One line on stderr, exit code 1 (130 for Ctrl-C): user errors never show a traceback."""
     err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=error.exit_code)
 
 
 class OnetLLMGroup(TyperGroup):
@@ -66,6 +66,12 @@ class OnetLLMGroup(TyperGroup):
             return super().invoke(ctx)
         except OnetLLMError as error:
             raise fail(error) from None
+
+
+def counted(count: float, noun: str) -> str:
+    """'1 call', '3 calls': counts as integers, with the noun agreeing."""
+    count = int(count)
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def print_ledger(frame: pd.DataFrame, title: str) -> None:
@@ -83,9 +89,10 @@ def print_ledger(frame: pd.DataFrame, title: str) -> None:
         latency = row.median_latency_s
         latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
         console.print(
-            f"run {row.run_id} model {row.model}: {row.requests} requests, {row.calls} calls, "
-            f"{row.cache_hits} cache hits, {row.failed} failed, {row.http_requests} HTTP "
-            f"requests, tokens {row.tokens_in} in / {row.tokens_out} out, cost {cost_text}, "
+            f"run {row.run_id} model {row.model}: {counted(row.requests, 'request')}, "
+            f"{counted(row.calls, 'call')}, {counted(row.cache_hits, 'cache hit')}, "
+            f"{int(row.failed)} failed, {counted(row.http_requests, 'HTTP request')}, "
+            f"tokens {int(row.tokens_in)} in / {int(row.tokens_out)} out, cost {cost_text}, "
             f"median latency {latency_text}",
             highlight=False,
             soft_wrap=True,

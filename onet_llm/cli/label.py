@@ -22,6 +22,7 @@ from onet_llm.cli.common import (
     err_console,
     print_ledger,
 )
+from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
 
 InputArgument = Annotated[
@@ -59,6 +60,12 @@ CandidateOrderOption = Annotated[
     str | None,
     typer.Option("--candidate-order", help="embedding | shuffle: the order the LLM sees."),
 ]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Exit 1 when any row fell back to the embedding ranking (output kept)."
+    ),
+]
 
 
 def label(
@@ -81,6 +88,7 @@ def label(
     max_cost_usd: MaxCostOption = None,
     llm_when: LlmWhenOption = None,
     candidate_order: CandidateOrderOption = None,
+    strict: StrictOption = False,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.postings import LabelOptions, open_input
@@ -106,8 +114,22 @@ def label(
         skip_bad_rows=skip_bad_rows,
     )
     opened = open_input(input_path, output, options)  # fails fast, before the model loads
-    summary, llm_ledger = run_labelling(settings, opened, output, llm)
+    summary, llm_ledger, fallbacks = run_labelling(settings, opened, output, llm)
     print_label_summary(summary, llm_ledger)
+    report_fallbacks(summary.sources.get("fallback", 0), fallbacks, strict)
+
+
+def report_fallbacks(count: int, reasons: list[tuple[str, int]], strict: bool) -> None:
+    """A run that ends with fallback rows says so, with the reasons (exit 0: the labels are
+    the embedding's); `--strict` makes it an error."""
+    if not count:
+        return
+    rows = "1 row" if count == 1 else f"{count:,} rows"
+    why = "; ".join(f"{n} x {reason}" for reason, n in reasons)
+    message = f"{rows} fell back to the embedding ranking (source=fallback): {why}"
+    if strict:
+        raise OnetLLMError(f"--strict: {message}")
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -134,12 +156,22 @@ def label_progress():
 def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
     """Load the model and index, label into the store and the output; the summary, and the
     LLM ledger of the run when `llm`."""
-    from onet_llm.label import label_file, open_labeler
+    from onet_llm.label import open_labeler
     from onet_llm.store import Store
 
-    with err_console.status("loading model and index (first run builds the index, ~2 min)"):
-        labeler, index_key = open_labeler(settings.embedding_model, settings.index_cache_dir)
-    with Store(settings.resolved_store_path) as run_store, label_progress() as on_progress:
+    # The store first: one in use by another run is an error before the model loads.
+    with Store(settings.resolved_store_path) as run_store:
+        with err_console.status("loading model and index (first run builds the index, ~2 min)"):
+            labeler, index_key = open_labeler(settings.embedding_model, settings.index_cache_dir)
+        return label_into(settings, run_store, labeler, index_key, opened, output, llm)
+
+
+def label_into(settings: Settings, run_store, labeler, index_key: str, opened, output, llm: bool):
+    """The labelling itself, into an open store: the summary, the LLM ledger (when `llm`) and
+    the reasons rows fell back."""
+    from onet_llm.label import label_file
+
+    with label_progress() as on_progress:
         fingerprint: dict = {"model": labeler.encoder.model_id}
         reranker = None
         if llm:
@@ -151,7 +183,8 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
             on_progress, reranker,
         )  # fmt: skip
-        return summary, run_store.ledger(summary.run_id) if llm else None
+    ledger = run_store.ledger(summary.run_id) if llm else None
+    return summary, ledger, run_store.fallback_reasons(summary.run_id)
 
 
 def print_label_summary(summary, llm_ledger) -> None:

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from onet_llm.errors import LLMError
 from onet_llm.rerank.cost import CostMeter, Prices
+from onet_llm.rerank.deadline import deadline_http_client
+from onet_llm.rerank.redact import Redactor
 from onet_llm.rerank.schema import MODES, AnswerSchema, RerankAnswer
 from onet_llm.rerank.transport import TransportPolicy
 from onet_llm.settings import Settings
@@ -29,17 +31,67 @@ CUT_OFF = "the reply was cut off at the token limit; keep each rationale under 2
 
 @dataclass
 class Usage:
-    """Counters for one call across its HTTP requests (validation retries included)."""
+    """Counters for one call across its HTTP requests (validation retries included). Token
+    counts are None ("unknown") once any reply's usage block could not be read."""
 
     http: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
     validation_retries: int = 0
     transport: dict[str, int] = field(default_factory=lambda: {"transport": 0, "rate_limit": 0})
+    _tokens: list[int | None] = field(default_factory=lambda: [0, 0])
+
+    @property
+    def tokens_in(self) -> int | None:
+        return self._tokens[0]
+
+    @property
+    def tokens_out(self) -> int | None:
+        return self._tokens[1]
+
+    def add_tokens(self, tokens_in: int | None, tokens_out: int | None) -> None:
+        for position, tokens in enumerate((tokens_in, tokens_out)):
+            known = self._tokens[position]
+            self._tokens[position] = None if known is None or tokens is None else known + tokens
 
     @property
     def transport_retries(self) -> int:
         return self.transport["transport"] + self.transport["rate_limit"]
+
+
+def token_count(usage: object, name: str) -> int | None:
+    """A token count from a reply's usage block; None when it is missing or not a count
+    (servers send "n/a", strings or no usage at all)."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def reply_message(body: dict) -> tuple[dict | None, str | None]:
+    """The first choice's message of a chat completion, or what is wrong with its shape (an
+    empty or null `choices`, a choice without a message): a reply of the wrong shape is an
+    invalid answer, retried and then fallen back, never a crash."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None, "the response has no choices"
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        return None, "the response's first choice has no message"
+    return {**message, "finish_reason": choice.get("finish_reason")}, None
+
+
+def describe_failure(error: BaseException, timeout_s: float) -> str:
+    """One line for a request that failed for good, worded for the person reading the
+    output: HTTP status, time-out or connection failure first."""
+    if isinstance(error, openai.APITimeoutError):
+        return f"the request timed out after {timeout_s:g} s (ONET_LLM_TIMEOUT)"
+    if isinstance(error, openai.APIConnectionError):
+        return f"connection failed: {one_line(error.__cause__ or error)}"
+    if isinstance(error, openai.APIStatusError):
+        body = error.body if isinstance(error.body, dict) else {}
+        message = body.get("message") or body.get("error") or str(error)
+        return f"HTTP {error.status_code}: {' '.join(str(message).split())[:200]}"
+    return one_line(error)
 
 
 @dataclass(frozen=True)
@@ -80,27 +132,36 @@ class OpenAIClient:
         self.transport = TransportPolicy(settings)
         self.mode = MODES[0] if settings.structured_output == "auto" else settings.structured_output
         self._mode_lock = threading.Lock()
-        # The key goes to the client only; local servers accept any non-empty key.
+        self.redact = Redactor(settings.openai_api_key)
+        # The key goes to the client only; local servers accept any non-empty key. The http
+        # client bounds each request as a whole (httpx's own timeout bounds each read only).
         self.openai = openai_client or openai.OpenAI(
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
             timeout=settings.llm_timeout_s,
             max_retries=0,  # tenacity owns retries
+            http_client=deadline_http_client(settings.llm_timeout_s),
         )
 
     def complete(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion:
         """One logical request through the transport retries; misconfiguration (bad key,
         unknown model) is an LLMError, any other failure a CompletionError."""
+        redact = self.redact
         try:
             return self._request(messages, schema, usage)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as failure:
-            raise LLMError(f"the LLM endpoint refused the key: {one_line(failure)}") from None
+            raise LLMError(
+                redact(f"the LLM endpoint refused the key: {one_line(failure)}")
+            ) from None
         except openai.NotFoundError as failure:
             raise LLMError(
-                f"model {self.settings.llm_model!r} or endpoint not found: {one_line(failure)}"
+                redact(
+                    f"model {self.settings.llm_model!r} or endpoint not found: {one_line(failure)}"
+                )
             ) from None
         except openai.OpenAIError as failure:  # retries spent or a non-retryable 4xx
-            raise CompletionError(one_line(failure)) from None
+            reason = describe_failure(failure, self.settings.llm_timeout_s)
+            raise CompletionError(redact(reason)) from None
 
     def _request(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion:
         estimate = self._estimate_cost(messages)
@@ -121,7 +182,7 @@ class OpenAIClient:
         self, messages: list[dict], schema: AnswerSchema, mode: str, estimate: float, usage: Usage
     ) -> Completion:
         self.meter.reserve(estimate)
-        actual: float | None = 0.0
+        actual: float | None = estimate  # unknown usage counts as the estimate against the limit
         try:
             usage.http += 1
             raw = self._send(messages, schema, mode)
@@ -130,27 +191,44 @@ class OpenAIClient:
                 if not isinstance(body, dict):
                     raise ValueError("not an object")
             except ValueError:
-                text = raw.http_response.text[:500]
+                text = self.redact(raw.http_response.text[:500])
                 return Completion(
                     text, None, "the server's response was not a JSON chat completion"
                 )
-            tokens = body.get("usage") or {}
-            tokens_in = int(tokens.get("prompt_tokens") or 0)
-            tokens_out = int(tokens.get("completion_tokens") or 0)
-            usage.tokens_in += tokens_in
-            usage.tokens_out += tokens_out
-            actual = self.prices.cost(self.settings.llm_model, tokens_in, tokens_out)
+            tokens_in = token_count(body.get("usage"), "prompt_tokens")
+            tokens_out = token_count(body.get("usage"), "completion_tokens")
+            usage.add_tokens(tokens_in, tokens_out)
+            if tokens_in is not None and tokens_out is not None:
+                actual = self.prices.cost(self.settings.llm_model, tokens_in, tokens_out)
         finally:
             self.meter.settle(estimate, actual)
-        choice = (body.get("choices") or [{}])[0]
-        content = (choice.get("message") or {}).get("content")
-        if choice.get("finish_reason") == "length":
+        return self._completion(raw, body, mode)
+
+    def _completion(self, raw: Any, body: dict, mode: str) -> Completion:
+        """The reply's text (secrets redacted) and parsed answer, or the problem with it."""
+        message, problem = reply_message(body)
+        if message is None:
+            return Completion(None, None, problem)
+        content = message.get("content")
+        content = self.redact(content) if isinstance(content, str) else None
+        if message.get("refusal"):
+            return Completion(
+                content, None, f"the model refused: {self.redact(str(message['refusal']))[:200]}"
+            )
+        if message.get("finish_reason") == "length":
             return Completion(content, None, CUT_OFF)
-        if mode == "json_object":
-            return Completion(content)
+        if mode == "json_object" or content != message.get("content"):
+            return Completion(content)  # redacted text is parsed again from `content`
         try:
             parsed = raw.parse().choices[0].message.parsed
-        except (ValidationError, ValueError, openai.OpenAIError):
+        except (
+            ValidationError,
+            ValueError,
+            TypeError,
+            LookupError,
+            AttributeError,
+            openai.OpenAIError,
+        ):
             return Completion(content)  # parse_answer() words the problem for the model
         return Completion(content, parsed)
 

@@ -54,8 +54,9 @@ class Prices:
     def known(self, model: str) -> bool:
         return model in self.table
 
-    def cost(self, model: str, tokens_in: int, tokens_out: int) -> float | None:
-        if model not in self.table:
+    def cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        """USD, or None when the model has no price or the token counts are unknown."""
+        if model not in self.table or tokens_in is None or tokens_out is None:
             return None
         price_in, price_out = self.table[model]
         return (tokens_in * price_in + tokens_out * price_out) / 1_000_000

@@ -21,6 +21,13 @@ from onet_llm.types import Candidate
 
 PROMPTS_DIR = prompts_folder()
 DESCRIPTION_CHARACTERS = 150
+# What a posting must not carry into the prompt: the fence's own markers (runs of 3+ angle
+# brackets) and the turn markers of common chat templates (ChatML <|...|>, Llama [INST] and
+# <<SYS>>, Gemma <start_of_turn>, <s>/</s>), which some servers pass to the model as tokens.
+FORGERIES = re.compile(
+    r"<{3,}|>{3,}|<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,18 @@ class PromptTemplate:
         )
 
     def messages(self, title: str, body: str, candidates: list[dict], top_k: int) -> list[dict]:
-        user = self.user.render(title=title, body=body, candidates=candidates, top_k=top_k)
+        """The chat messages. The posting's fields are made fence-safe here, for every
+        template: whatever a posting contains, the prompt has exactly one fence pair."""
+        user = self.user.render(
+            title=fence_safe(title), body=fence_safe(body), candidates=candidates, top_k=top_k
+        )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+def fence_safe(text: str) -> str:
+    """Posting text on one line, without fence markers or chat-template tokens: a title cannot
+    close the fence and write its own candidate list, nor open a new chat turn."""
+    return " ".join(FORGERIES.sub(" ", text).split())
 
 
 def one_line_description(description: str, limit: int = DESCRIPTION_CHARACTERS) -> str:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from onet_llm.errors import BudgetError, InputError
+from onet_llm.errors import BudgetError, InputError, LLMError
 from onet_llm.rerank.answers import (
     ValidationProblem,
     fallback_labels,
@@ -57,6 +57,7 @@ from onet_llm.rerank.answers import (
 from onet_llm.rerank.cache import CallCache, call_key
 from onet_llm.rerank.client import CompletionError, LLMClient, OpenAIClient, Usage
 from onet_llm.rerank.cost import Prices
+from onet_llm.rerank.guard import REQUEST_FAILED, EndpointGuard
 from onet_llm.rerank.prompt import (
     PromptTemplate,
     candidate_order,
@@ -128,6 +129,7 @@ class Reranker:
                 "ONET_LLM_PRICES_FILE"
             )
         self.client: LLMClient = client or OpenAIClient(settings, self.prices)
+        self.guard = EndpointGuard(settings.llm_fail_fast_after)
 
     @property
     def mode(self) -> str:
@@ -171,6 +173,7 @@ class Reranker:
                 return None
             try:
                 result = self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
+                self.guard.record(result)
             except Exception:
                 stop.set()
                 raise
@@ -311,7 +314,13 @@ class Reranker:
                     )
                 raise
             except CompletionError as failure:
-                return None, conversation, content, f"LLM request failed: {failure}"
+                return None, conversation, content, f"{REQUEST_FAILED}: {failure}"
+            except LLMError as failure:  # the key or model is refused: logged, then the run stops
+                self._record(
+                    request, conversation, content, None, usage, started, "error", str(failure),
+                    run_id,
+                )  # fmt: skip
+                raise
             content = completion.content
             try:
                 if completion.problem is not None:

@@ -69,12 +69,30 @@ def row_records(rows: Sequence[LabelledRow]) -> pd.DataFrame:
 
 class RunTables(Database):
     def find_unfinished_run(self, run_key: str) -> RunRecord | None:
+        """The latest run of this job that did not finish (still running when it was killed,
+        interrupted, or stopped by an error), marked running again to be resumed."""
         row = self.db.execute(
             "SELECT run_id, run_key, status, rows_done, output_path FROM runs "
-            "WHERE run_key = ? AND status = 'running' ORDER BY started_at DESC LIMIT 1",
+            "WHERE run_key = ? AND status IN ('running', 'interrupted', 'failed') "
+            "ORDER BY started_at DESC LIMIT 1",
             [run_key],
         ).fetchone()
-        return RunRecord(*row) if row else None
+        if row is None:
+            return None
+        self.db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [row[0]])
+        return RunRecord(row[0], row[1], "running", row[3], row[4])
+
+    def rows_committed(self, run_id: str) -> int:
+        row = self.db.execute("SELECT rows_done FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return int(row[0]) if row else 0
+
+    def fallback_reasons(self, run_id: str, most: int = 3) -> list[tuple[str, int]]:
+        """Why rows of a run fell back to the embedding ranking, most frequent first."""
+        return self.db.execute(
+            "SELECT coalesce(error, 'no reason recorded'), count(*) AS n FROM run_rows "
+            "WHERE run_id = ? AND source = 'fallback' GROUP BY ALL ORDER BY n DESC, 1 LIMIT ?",
+            [run_id, most],
+        ).fetchall()
 
     def start_run(
         self,

@@ -9,6 +9,7 @@ retried exactly as often as the fault implies. Postings without a marker get a g
 - `rate_forever`: always 429 (Retry-After: 0).
 - `error500`: 500 once, then a good answer. `always500`: always 500.
 - `slow`: the first response takes `slow_seconds` (past the client's timeout), then good.
+  `sleepy`: every response takes `slow_seconds`, then is good (a run to interrupt).
 - `malformed`: broken JSON once, then a good answer.
 - `garbage`: an HTML page with status 200 once (a misbehaving proxy), then a good answer.
 - `offlist`: always chooses candidate 99, which is not on any list.
@@ -16,6 +17,14 @@ retried exactly as often as the fault implies. Postings without a marker get a g
 - `second`: chooses candidate 2 then 1.
 - A posting containing "99-9999" (a prompt injection) gets what a gullible model would say:
   the code 99-9999 in place of a candidate number.
+- Odd 200 shapes, always: `nochoices` (`choices: []`), `nomessage` (a choice without
+  `message`), `nullchoices` (`choices: null`); a good answer with unreadable usage:
+  `badusage` (`prompt_tokens: "n/a"`), `usagestring` (`usage: "unknown"`).
+- `refusal`: the model refuses (`content: null`, `refusal: ...`), always.
+- `echokey`: a good answer whose rationale repeats the request's Authorization header;
+  `echoerror`: always 500 with the Authorization header in the error message.
+- `trickle`: a good answer sent a few bytes at a time over `trickle_seconds` (each read is
+  quick, so only a deadline on the whole request stops it).
 
 With `json_schema=False` it rejects `response_format` json_schema with a 400, as servers without
 structured output do, and accepts `json_object`; with `max_length=False` it rejects schemas
@@ -43,7 +52,9 @@ class FaultServer:
         slow_seconds: float = 3.0,
         prompt_tokens: int = 1000,
         completion_tokens: int = 100,
+        trickle_seconds: float = 20.0,
     ) -> None:
+        self.trickle_seconds = trickle_seconds
         self.json_schema = json_schema
         self.max_length = max_length
         self.slow_seconds = slow_seconds
@@ -74,7 +85,7 @@ class FaultServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def respond(self, body: dict) -> tuple[int, dict, dict | str]:
+    def respond(self, body: dict, authorization: str = "") -> tuple[int, dict, dict | str]:
         """Status, extra headers and the JSON body (or raw text) for one request."""
         text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         match = MARKER.search(text)
@@ -95,12 +106,15 @@ class FaultServer:
             return 429, {"Retry-After": "0"}, _error("rate limited")
         if (fault == "error500" and seen == 1) or fault == "always500":
             return 500, {}, _error("internal error")
-        if fault == "slow" and seen == 1:
+        if (fault == "slow" and seen == 1) or fault == "sleepy":
             time.sleep(self.slow_seconds)
         if fault == "garbage" and seen == 1:
             return 200, {}, "<html><body>502 upstream hiccup</body></html>"
         if fault == "malformed" and seen == 1:
             return 200, {}, self._completion(body, '{"choices": [{"number": 1, "rationale": ')
+        odd = self._odd_shape(fault, body, authorization)
+        if odd is not None:
+            return odd
         answers = {
             "offlist": {"choices": [{"number": 99, "rationale": "best", "confidence": 0.9}]},
             "none": {"choices": [], "none_fits": True},
@@ -116,6 +130,33 @@ class FaultServer:
         }
         answer = {"none_fits": False, **answers.get(fault, GOOD)}
         return 200, {}, self._completion(body, json.dumps(answer))
+
+    def _odd_shape(
+        self, fault: str, body: dict, authorization: str
+    ) -> tuple[int, dict, dict | str] | None:
+        good = self._completion(body, json.dumps({"none_fits": False, **GOOD}))
+        if fault == "nochoices":
+            return 200, {}, {**good, "choices": []}
+        if fault == "nomessage":
+            return 200, {}, {**good, "choices": [{"index": 0, "finish_reason": "stop"}]}
+        if fault == "nullchoices":
+            return 200, {}, {**good, "choices": None}
+        if fault == "badusage":
+            return 200, {}, {**good, "usage": {**good["usage"], "prompt_tokens": "n/a"}}
+        if fault == "usagestring":
+            return 200, {}, {**good, "usage": "unknown"}
+        if fault == "refusal":
+            message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+            return 200, {}, {**good, "choices": [{**good["choices"][0], "message": message}]}
+        if fault == "echokey":
+            answer = {"number": 1, "rationale": f"sent with {authorization}", "confidence": 0.9}
+            content = json.dumps({"none_fits": False, "choices": [answer]})
+            return 200, {}, self._completion(body, content)
+        if fault == "echoerror":
+            return 500, {}, _error(f"upstream refused the request with {authorization}")
+        if fault == "trickle":
+            return 200, {"X-Trickle": "1"}, good
+        return None
 
     def _completion(self, body: dict, content: str) -> dict:
         return {
@@ -155,7 +196,8 @@ class FaultServer:
                 if self.headers.get("authorization") == "Bearer wrong-key":
                     self._send(401, {}, _error("invalid api key"))
                     return
-                status, headers, payload = server.respond(body)
+                authorization = self.headers.get("authorization", "")
+                status, headers, payload = server.respond(body, authorization)
                 self._send(status, headers, payload)
 
             def _send(self, status: int, headers: dict, payload: dict | str) -> None:
@@ -167,9 +209,19 @@ class FaultServer:
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if headers.get("X-Trickle"):
+                        self._trickle(data)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out
                     pass
+
+            def _trickle(self, data: bytes) -> None:
+                pause = server.trickle_seconds / max(len(data), 1)
+                for start in range(len(data)):
+                    self.wfile.write(data[start : start + 1])
+                    self.wfile.flush()
+                    time.sleep(pause)
 
         return Handler
 

@@ -109,21 +109,29 @@ def load_sentence_transformer(path: Path):
 
 
 class Encoder:
-    """A sentence-transformers model that turns texts into L2-normalised float32 vectors."""
+    """A sentence-transformers model that turns texts into L2-normalised float32 vectors.
+
+    The weights load on the first `encode` (torch and sentence-transformers take seconds to
+    import): the model's identity, and so the index cache key, comes from its files alone."""
 
     def __init__(self, model: str = "default", batch_size: int = 64) -> None:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # no "Loading weights" bars in our output
-
         self.path = resolve_model_path(model)
         self.name = model
         self.batch_size = batch_size
-        try:
-            self.model = load_sentence_transformer(self.path)
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load model from {self.path}: {error}") from error
         self.fingerprint = model_fingerprint(self.path)
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # no "Loading weights" bars
+            try:
+                self._model = load_sentence_transformer(self.path)
+            except (OSError, ValueError) as error:
+                raise ModelError(f"cannot load model from {self.path}: {error}") from error
+        return self._model
 
     @property
     def dimension(self) -> int:

@@ -12,10 +12,21 @@ The Python API (`onet_llm.api`), loaded on first use so that `import onet_llm` s
 
 from typing import TYPE_CHECKING, Any
 
+from onet_llm.errors import InputError, OnetLLMError
+
 if TYPE_CHECKING:
     from onet_llm.api import Labeler, Match, SearchResult, label_dataframe, search
 
-__all__ = ["Labeler", "Match", "SearchResult", "label_dataframe", "search", "ONET_ATTRIBUTION"]
+__all__ = [
+    "ONET_ATTRIBUTION",
+    "InputError",
+    "Labeler",
+    "Match",
+    "OnetLLMError",
+    "SearchResult",
+    "label_dataframe",
+    "search",
+]
 _API = {"Labeler", "Match", "SearchResult", "label_dataframe", "search"}
 
 __version__ = "0.1.0"

@@ -56,7 +56,7 @@ def runs(
 ) -> None:
     """Labelling runs, newest first: status, input, rows, sources, model."""
     with open_reader(store, home) as reader:
-        table = records(reader.run_summaries(limit or None))
+        table = records(reader.run_overview(limit or None))
     for run in table:
         run["sources"] = json.loads(run["sources"] or "{}")
     if json_output:
@@ -84,7 +84,7 @@ def logs(
 ) -> None:
     """LLM calls, newest first: prompt, response, tokens, cost, latency and status."""
     with open_reader(store, home) as reader:
-        calls = records(reader.call_records(run, limit or None))
+        calls = records(reader.call_history(run, limit or None))
     for call in calls:
         call["request"] = json.loads(call["request"]) if call["request"] else None
     if json_output:

@@ -131,7 +131,7 @@ class CallTables(Database):
         with self._lock:
             return self.db.execute(LEDGER_SQL.format(where=where), params).df()
 
-    def call_records(self, run_id: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    def call_history(self, run_id: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Each request a run made, newest first, with what was sent and what came back (for
         `onet-llm logs`). The stored request holds messages and parameters, never a key."""
         query = """

@@ -140,7 +140,7 @@ class RunTables(Database):
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()
 
-    def run_summaries(self, limit: int | None = None) -> pd.DataFrame:
+    def run_overview(self, limit: int | None = None) -> pd.DataFrame:
         """Runs, newest first, with their rows by source (for `onet-llm runs`)."""
         query = """
             SELECT r.run_id, r.status, r.command, r.input_path, r.output_path, r.model_id,

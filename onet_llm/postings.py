@@ -96,7 +96,9 @@ def resolve_columns(columns: Iterable[str], path: Path, options: LabelOptions) -
     def require(wanted: str, flag: str) -> str:
         column = find_column(columns, wanted)
         if column is None:
-            raise InputError(f"{path}: no column {wanted!r} ({flag}); the columns are: {found}")
+            raise InputError(
+                f"{path}: missing column {wanted!r} ({flag}); the columns are: {found}"
+            )
         return column
 
     title = find_column(columns, options.title_column)

@@ -133,9 +133,13 @@ def _iter_csv(path: Path, chunk_size: int, encoding: str, separator: str) -> Ite
 
 def _iter_xlsx(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     """The first sheet; Excel files fit in memory (a sheet holds at most ~1M rows)."""
+    import zipfile
+
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         frame = pd.read_excel(path, dtype=str, keep_default_na=False, engine="openpyxl")
-    except (ValueError, OSError, KeyError) as error:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, InvalidFileException) as error:
         raise InputError(f"{path}: cannot read as an Excel workbook ({error})") from None
     frame = frame.fillna("").astype(str)
     frame.columns = [str(column) for column in frame.columns]

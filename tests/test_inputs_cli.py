@@ -107,7 +107,7 @@ def test_headers_match_ignoring_case_and_spaces_and_a_miss_lists_the_columns(tmp
     assert frame.loc[0, "id"] == "x1" and frame.loc[0, "Company"] == "Mercy"
     result = runner.invoke(app, ["label", str(source), "--title-column", "position"])
     assert result.exit_code == 1
-    assert "no column 'position'" in result.stderr
+    assert "missing column 'position'" in result.stderr
     assert "'Posting ID', '  Job Title ', 'Company'" in result.stderr
 
 

@@ -166,7 +166,10 @@ def label(
             input_path.unlink(missing_ok=True)
         if to_stdout and output is not None:
             output.unlink(missing_ok=True)
-    print_label_summary(summary, llm_ledger, err_console if to_stdout else console)
+    if to_stdout:
+        print_label_summary(summary, llm_ledger, err_console, destination="stdout")
+    else:
+        print_label_summary(summary, llm_ledger)
 
 
 def stdout_spool_path(input_path: Path, folder: Path) -> Path:
@@ -207,11 +210,12 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
         return summary, run_store.ledger(summary.run_id) if llm else None
 
 
-def print_label_summary(summary, llm_ledger, out=console) -> None:
+def print_label_summary(summary, llm_ledger, out=console, destination: str | None = None) -> None:
+    """What the run did; on stderr (`out=err_console`) when the labels go to stdout."""
     from rich.table import Table
 
     resumed = f" (resumed after row {summary.resumed_from})" if summary.resumed_from else ""
-    where = "stdout" if summary.output_path.parent.name == "stdout" else summary.output_path
+    where = destination or summary.output_path
     out.print(f"labelled {summary.rows} rows in {summary.seconds:.1f}s{resumed} -> {where}")
     out.print(f"run {summary.run_id}; sources: {summary.sources}")
     if llm_ledger is not None:

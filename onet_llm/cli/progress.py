@@ -30,6 +30,8 @@ def plain_progress(what: str, unit: str) -> Iterator[Progress]:
     last = {"share": -1.0, "time": started}
 
     def on_progress(done: int, total: int | None) -> None:
+        if done == 0:
+            return  # nothing to say yet (and a run that fails at once says only why)
         now = time.perf_counter()
         share = done / total if total else 0.0
         finished = total is not None and done >= total

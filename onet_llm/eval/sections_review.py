@@ -69,8 +69,9 @@ def misclassified_section(
         Block("h2", "Misclassified postings"),
         Block(
             "p",
-            f"{wrong['count']} rows whose embedding top-1 is not the gold occupation; the "
-            f"{shown} with the highest score (the most confident mistakes) first.{six_note}",
+            f"{wrong['count']} rows whose embedding top-1 is not the gold occupation"
+            + (f"; the {shown} with the highest score" if shown < wrong["count"] else "")
+            + f", the most confident mistakes (highest score) first.{six_note}",
         ),
         Block(
             "table",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,13 +25,30 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 
 
+CPU_SECONDS: list[float] = []
+
+
 def timed(command: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one run; its CPU seconds (user + system, less sensitive to other load
+    on the machine) go to CPU_SECONDS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
     return seconds
+
+
+def report(name: str, times: list[float], load: float) -> None:
+    cpu = statistics.median(CPU_SECONDS[-len(times) :])
+    print(
+        f"{name:32s} median {statistics.median(times):6.1f}s wall, {cpu:5.1f}s CPU  runs "
+        f"{', '.join(f'{t:.1f}' for t in times)}  load {load:.1f}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -58,8 +76,7 @@ def main() -> None:
             load = os.getloadavg()[0]
             times.append(timed(command, env))
             (work / "s.duckdb").unlink(missing_ok=True)
-        print(f"{name:32s} median {statistics.median(times):6.1f}s  runs "
-              f"{', '.join(f'{t:.1f}' for t in times)}  load {load:.1f}", flush=True)  # fmt: skip
+        report(name, times, load)
     if args.fresh:
         times = []
         for _ in range(args.repeat):
@@ -68,8 +85,7 @@ def main() -> None:
             fresh_env = {**env, "ONET_LLM_HOME": str(home)}
             command = cli + ["label", str(postings), "-o", str(work / "fresh.csv")]
             times.append(timed(command, fresh_env))
-        print(f"{'label 20 rows (fresh home)':32s} median {statistics.median(times):6.1f}s  runs "
-              f"{', '.join(f'{t:.1f}' for t in times)}  load {load:.1f}", flush=True)  # fmt: skip
+        report("label 20 rows (fresh home)", times, load)
 
 
 if __name__ == "__main__":

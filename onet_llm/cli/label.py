@@ -194,7 +194,7 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
         )
     with (
         Store(settings.resolved_store_path, shared=True) as run_store,
-        progress_bar("labelling", "rows") as on_progress,
+        progress_bar("labelling", "rows", plain=False) as on_progress,
     ):
         fingerprint: dict = {"model": labeler.encoder.model_id}
         reranker = None

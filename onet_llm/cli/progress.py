@@ -46,9 +46,15 @@ def plain_progress(what: str, unit: str) -> Iterator[Progress]:
 
 
 @contextmanager
-def progress_bar(what: str, unit: str, transient: bool = True) -> Iterator[Progress]:
-    """A rich bar with count, rate and ETA on a terminal; `plain_progress` lines otherwise."""
+def progress_bar(
+    what: str, unit: str, transient: bool = True, plain: bool = True
+) -> Iterator[Progress]:
+    """A rich bar with count, rate and ETA on a terminal; `plain_progress` lines otherwise
+    (nothing with `plain=False`: labelling, whose summary follows at once)."""
     if not err_console.is_terminal:
+        if not plain:
+            yield lambda done, total: None
+            return
         with plain_progress(what, unit) as on_progress:
             yield on_progress
         return

@@ -8,7 +8,7 @@ LOCK := constraints.txt
 PIP_VERSION := 26.3
 TORCH := torch==2.13.0
 
-.PHONY: demo test install browser lint lock wheel-smoke clean
+.PHONY: demo test install browser lint lock wheel-smoke index clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ lock:
 # (no source tree on the path): what a user of `pip install onet-llm` gets.
 wheel-smoke: $(STAMP)
 	$(BIN)/python .ci/wheel_smoke.py
+
+# The prebuilt occupation index shipped in the package (onet_llm/indexes/<key>/), for the shipped
+# model: run after changing the model or the taxonomy (a test fails while it is stale).
+index: $(STAMP)
+	$(BIN)/python -m onet_llm.shortlist.packaged
 
 clean:
 	rm -rf $(VENV) .pytest_cache

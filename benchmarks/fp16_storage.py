@@ -46,7 +46,7 @@ def main() -> None:
         for title, body in zip(test["title"], test["body"], strict=True)
     ]
     golds = list(test["onet_code"])
-    encoder = Encoder(args.model)
+    encoder = Encoder(args.model, light=False)  # rounds the SentenceTransformer's weights
     full, full_scores = measure(encoder, taxonomy, texts, golds)
     with torch.no_grad():
         for parameter in encoder.model.parameters():

@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from onet_llm.errors import InputError, Interrupted
+from onet_llm.output import output_records
 from onet_llm.postings import (
+    DuplicateIds,
     LabelInput,
     LabelOptions,
     default_output_path,
+    kept_values,
     open_input,
     posting_fields,
 )
@@ -32,10 +35,7 @@ from onet_llm.shortlist.encoder import Encoder
 from onet_llm.shortlist.index import OccupationIndex
 from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, TextVariant, posting_text
 from onet_llm.store import RunRecord, Store
-from onet_llm.tables import (
-    TableWriter,
-    output_records,
-)
+from onet_llm.tables import TableWriter
 from onet_llm.taxonomy import Taxonomy
 from onet_llm.types import Candidate, Label, LabelledRow
 
@@ -92,10 +92,12 @@ class Labeler:
     ) -> list[LabelledRow]:
         """One row for the store per input row, labelled or carrying an error."""
         ids, titles, bodies = posting_fields(chunk, first_row, options)
+        kept = kept_values(chunk, options) or [None] * len(ids)
         rows = []
         good = []
         for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
             row = LabelledRow(first_row + offset, posting_id, title, body[:STORED_BODY_CHARACTERS])
+            row.kept = kept[offset]
             if not title.strip() and not body.strip():
                 problem = f"row {row.row_number} (id {posting_id!r}): title and body are both empty"
                 if not options.skip_bad_rows:
@@ -254,11 +256,14 @@ def label_chunks(
     Committed chunks stay in the store when anything here fails: the same command resumes."""
     options, total, resumed_from = opened.options, opened.total_rows, run.rows_done
     done = 0
+    duplicates = DuplicateIds(options)
+    store.release()  # readers (ledger, runs, review) may open the store between commits
     if on_progress:
         on_progress(resumed_from, total)
     for chunk in opened.chunks():
         first_row = done + 1
         done += len(chunk)
+        duplicates.check(chunk, first_row)
         if done <= resumed_from:
             continue
         if first_row <= resumed_from:  # resume inside a chunk when chunk sizes changed
@@ -269,6 +274,7 @@ def label_chunks(
             progress = _row_progress(on_progress, first_row - 1, total)
             rows = rerank_rows(rows, reranker, options.top_k, run.run_id, progress)
         store.append_rows(run.run_id, rows)
+        store.release()
         if on_progress:
             on_progress(done, total)
     return done
@@ -286,7 +292,8 @@ def write_output(
             labels = [
                 json.loads(value) if isinstance(value, str) else [] for value in rows["labels"]
             ]
-            writer.write(output_records(rows, labels, top_k, writer.format))
+            kept = [json.loads(value) if isinstance(value, str) else {} for value in rows["kept"]]
+            writer.write(output_records(rows, labels, kept, top_k, writer.format))
             for source in rows["source"]:
                 sources[source] = sources.get(source, 0) + 1
             for row_labels in labels:
@@ -319,9 +326,14 @@ def _row_progress(
 
 
 def open_labeler(
-    model: str, index_cache_dir: Path, representation: str | None = None
+    model: str,
+    index_cache_dir: Path,
+    representation: str | None = None,
+    on_build_progress: Progress | None = None,
 ) -> tuple[Labeler, str]:
-    """Load taxonomy, encoder and the (cached) index; returns the labeler and the index key."""
+    """Load taxonomy, encoder and the index (shipped in the package for the shipped model,
+    else cached, else built with `on_build_progress(texts_done, total)`); returns the labeler
+    and the index key. The model's weights load on the first encode."""
     from onet_llm.shortlist.index import (
         DEFAULT_REPRESENTATION,
         index_cache_key,
@@ -332,5 +344,7 @@ def open_labeler(
     taxonomy = load_taxonomy()
     encoder = Encoder(model)
     representation = representation or DEFAULT_REPRESENTATION
-    index = load_or_build_index(encoder, taxonomy, index_cache_dir, representation)
+    index = load_or_build_index(
+        encoder, taxonomy, index_cache_dir, representation, on_progress=on_build_progress
+    )
     return Labeler(encoder, index, taxonomy), index_cache_key(encoder, taxonomy, representation)

@@ -4,13 +4,18 @@
 loads, and keeps the rest of the file unread for `label.label_file`: the file is opened and
 parsed once. The row count comes from a Parquet footer or a file that fits in its first chunk;
 otherwise the progress bar counts rows without a total.
+
+Column names are matched ignoring case, surrounding space and the difference between spaces,
+underscores and hyphens (`--title-column "job title"` finds `Job_Title`), and a missing column
+is reported with the columns the file has.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +33,10 @@ def default_output_path(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.labels.csv")
 
 
+# Tried, in order, when the title column is left at its default and the file has no "title".
+TITLE_ALIASES = ("title", "job_title", "position_title", "job")
+
+
 @dataclass(frozen=True)
 class LabelOptions:
     top_k: int = 5
@@ -38,6 +47,10 @@ class LabelOptions:
     body_column: str = "body"
     chunk_size: int = 1000
     skip_bad_rows: bool = False
+    encoding: str = "utf-8"
+    keep_columns: tuple[str, ...] = ()  # input columns copied to the output
+    keep_all_columns: bool = False
+    allow_duplicate_ids: bool = False
 
     def __post_init__(self) -> None:
         """Every number is checked here, before anything is read or loaded."""
@@ -72,16 +85,80 @@ def posting_fields(
     return ids, titles, bodies
 
 
-def check_columns(columns: Iterable[str], path: Path, options: LabelOptions) -> None:
-    columns = list(columns)
-    required = [options.title_column]
-    if options.id_column and options.id_column != "id":
-        required.append(options.id_column)
-    missing = [name for name in required if name not in columns]
-    if missing:
-        raise InputError(
-            f"{path}: missing column {missing[0]!r} (columns are: {', '.join(columns) or 'none'})"
-        )
+def kept_values(chunk: pd.DataFrame, options: LabelOptions) -> list[dict[str, str]] | None:
+    """The input columns to carry to the output, per row (None: keep none)."""
+    if not options.keep_columns:
+        return None
+    frame = chunk[list(options.keep_columns)].astype(str)
+    return frame.to_dict(orient="records")
+
+
+def column_key(name: str) -> str:
+    """'  Job Title ' and 'job_title' name the same column."""
+    return re.sub(r"[\s_\-]+", "_", str(name).strip().lower())
+
+
+def find_column(columns: list[str], wanted: str) -> str | None:
+    """The file's own spelling of `wanted`: exact first, then insensitive."""
+    if wanted in columns:
+        return wanted
+    matches = [column for column in columns if column_key(column) == column_key(wanted)]
+    return matches[0] if matches else None
+
+
+def resolve_columns(columns: Iterable[str], path: Path, options: LabelOptions) -> LabelOptions:
+    """The options with every column named as the file spells it; a missing one fails with
+    the columns the file has."""
+    columns = [str(column) for column in columns]
+    found = ", ".join(repr(column) for column in columns) or "none"
+
+    def require(wanted: str, flag: str) -> str:
+        column = find_column(columns, wanted)
+        if column is None:
+            raise InputError(
+                f"{path}: missing column {wanted!r} ({flag}); the columns are: {found}"
+            )
+        return column
+
+    title = find_column(columns, options.title_column)
+    if title is None and options.title_column == "title":
+        title = next((c for a in TITLE_ALIASES if (c := find_column(columns, a))), None)
+    if title is None:
+        require(options.title_column, "--title-column")
+    if options.id_column:
+        id_column = require(options.id_column, "--id-column")
+    else:
+        id_column = find_column(columns, "id")
+    body = find_column(columns, options.body_column) or options.body_column
+    if options.keep_all_columns:
+        keep = tuple(columns)
+    else:
+        keep = tuple(require(name, "--keep-columns") for name in options.keep_columns)
+    keep = tuple(c for c in dict.fromkeys(keep) if c not in (title, id_column))  # output anyway
+    return replace(
+        options, title_column=title, id_column=id_column, body_column=body, keep_columns=keep
+    )
+
+
+class DuplicateIds:
+    """Remembers every id seen in a run, so the second use of one fails naming both rows."""
+
+    def __init__(self, options: LabelOptions) -> None:
+        self.active = bool(options.id_column) and not options.allow_duplicate_ids
+        self.id_column = options.id_column
+        self.first_row: dict[str, int] = {}
+
+    def check(self, chunk: pd.DataFrame, first_row: int) -> None:
+        if not self.active:
+            return
+        for offset, posting_id in enumerate(chunk[self.id_column].astype(str)):
+            row = first_row + offset
+            earlier = self.first_row.setdefault(posting_id, row)
+            if earlier != row:
+                raise InputError(
+                    f"row {row}: id {posting_id!r} is already used by row {earlier} "
+                    f"(column {self.id_column!r}; pass --allow-duplicate-ids to label it anyway)"
+                )
 
 
 @dataclass
@@ -94,6 +171,7 @@ class LabelInput:
     first_chunk: pd.DataFrame
     rest: Iterator[pd.DataFrame]
     total_rows: int | None
+    warnings: list[str] = field(default_factory=list)
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """The whole table in `options.chunk_size` chunks (the first one may be shorter)."""
@@ -116,16 +194,59 @@ def check_output(input_path: Path, output_path: Path) -> None:
 
 def open_input(input_path: Path, output_path: Path | None, options: LabelOptions) -> LabelInput:
     """Fail fast, before any model loads, on a file that cannot be labelled or an output that
-    cannot be written; the id column is resolved ("id" when present and not given)."""
+    cannot be written; column names are resolved to the file's own spelling ("id" is the id
+    column when present and not given)."""
     table_format(input_path)
     check_output(input_path, output_path or default_output_path(input_path))
-    chunks = iter_table_chunks(input_path, options.chunk_size)
+    chunks = iter_table_chunks(input_path, options.chunk_size, options.encoding)
     first_chunk = next(chunks)
-    check_columns(first_chunk.columns, input_path, options)
+    options = resolve_columns(first_chunk.columns, input_path, options)
     if first_chunk.empty:
         raise InputError(f"{input_path}: no rows to label")
-    id_column = options.id_column or ("id" if "id" in first_chunk.columns else None)
     total = parquet_rows(input_path)
     if total is None and len(first_chunk) < options.chunk_size:
         total = len(first_chunk)  # the first chunk is the whole file
-    return LabelInput(input_path, replace(options, id_column=id_column), first_chunk, chunks, total)
+    opened = LabelInput(input_path, options, first_chunk, chunks, total)
+    opened.warnings.extend(numeric_title_warnings(input_path, options.title_column))
+    return opened
+
+
+def numeric_title_warnings(path: Path, title_column: str) -> list[str]:
+    """A Parquet title column of numbers is labelled as text ("1234"); say so, with a count,
+    since it usually means the wrong column."""
+    if table_format(path) != "parquet":
+        return []
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=[title_column]).column(0)
+    if not (pa_is_number(column.type)):
+        return []
+    count = len(column) - column.null_count
+    return [
+        f"{path}: column {title_column!r} holds numbers, not text: {count} titles are "
+        f"labelled as their digits (e.g. {pc.min(column).as_py()!r}); is it the right column?"
+    ]
+
+
+def pa_is_number(data_type) -> bool:
+    import pyarrow.types as pat
+
+    return pat.is_integer(data_type) or pat.is_floating(data_type) or pat.is_decimal(data_type)
+
+
+def spool_stdin(stream, folder: Path, input_format: str | None = None) -> Path:
+    """Standard input copied to a file (`label -`): the reader needs a file it can chunk and
+    the run needs a path for its identity. The format is `input_format`, or JSONL when the first
+    character is `{`, else CSV."""
+    import time
+
+    data = stream.read()
+    if not data.strip():
+        raise InputError("-: standard input is empty")
+    if input_format is None:
+        input_format = "jsonl" if data.lstrip()[:1] in (b"{", "{") else "csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-{id(data) % 10_000}.{input_format}"
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path

@@ -1,4 +1,5 @@
-"""Read postings and write labels as CSV, Parquet or JSONL, chosen by file extension, in chunks.
+"""Read postings and write labels as CSV, TSV, Parquet, JSONL or Excel (.xlsx), chosen by file
+extension, in chunks.
 
 Every value is read as a string, so ids come back exactly as written ("007" stays "007").
 Outputs go to a hidden temporary file that is renamed into place only when complete: a failed
@@ -7,6 +8,7 @@ or killed run never leaves a half-written output behind.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections.abc import Iterator
@@ -19,9 +21,12 @@ import pyarrow.parquet as pq
 
 from onet_llm.errors import InputError
 
-TableFormat = Literal["csv", "parquet", "jsonl"]
+TableFormat = Literal["csv", "tsv", "parquet", "jsonl", "xlsx"]
 EXTENSIONS: dict[str, TableFormat] = {
     ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".xlsx": "xlsx",
     ".parquet": "parquet",
     ".pq": "parquet",
     ".jsonl": "jsonl",
@@ -53,33 +58,96 @@ def _check_readable(path: Path) -> None:
         raise InputError(f"{path}: the file is empty")
 
 
-def iter_table_chunks(path: Path, chunk_size: int = 1000) -> Iterator[pd.DataFrame]:
-    """Yield the table in chunks of string columns; errors name the file and the problem."""
+def iter_table_chunks(
+    path: Path, chunk_size: int = 1000, encoding: str = "utf-8"
+) -> Iterator[pd.DataFrame]:
+    """Yield the table in chunks of string columns; errors name the file and the problem.
+    `encoding` applies to the text formats (CSV, TSV, JSONL)."""
     file_format = table_format(path)
     _check_readable(path)
+    _check_encoding_name(encoding)
     try:
-        if file_format == "csv":
-            yield from _iter_csv(path, chunk_size)
+        if file_format in ("csv", "tsv"):
+            yield from _iter_csv(path, chunk_size, encoding, "\t" if file_format == "tsv" else ",")
         elif file_format == "parquet":
             yield from _iter_parquet(path, chunk_size)
+        elif file_format == "xlsx":
+            yield from _iter_xlsx(path, chunk_size)
         else:
-            yield from _iter_jsonl(path, chunk_size)
-    except (pd.errors.ParserError, pa.ArrowInvalid, UnicodeDecodeError) as error:
+            yield from _iter_jsonl(path, chunk_size, encoding)
+    except UnicodeDecodeError as error:
+        raise InputError(decode_error_message(path, encoding, error)) from None
+    except (pd.errors.ParserError, pa.ArrowInvalid) as error:
         first_line = (
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
         raise InputError(f"{path}: cannot parse as {file_format}: {first_line}") from None
 
 
-def _iter_csv(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _check_encoding_name(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(
+            f"--encoding: unknown encoding {encoding!r} (try utf-8, latin-1, cp1252)"
+        ) from None
+
+
+def decode_error_message(path: Path, encoding: str, error: UnicodeDecodeError) -> str:
+    """Where the first undecodable byte is (line and byte offset, found by a second pass over
+    the raw bytes, since the parser only knows its position inside a buffer), and what to do."""
+    offset = 0
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as line_error:
+                byte = raw[line_error.start : line_error.start + 1].hex()
+                where = f"line {line_number} (byte offset {offset + line_error.start}, 0x{byte})"
+                break
+            offset += len(raw)
+        else:
+            where = f"byte offset {error.start}"
+    hint = "latin-1 or cp1252" if encoding.replace("-", "").lower() == "utf8" else "utf-8"
+    return (
+        f"{path}: {where} is not valid {encoding}; pass --encoding with the file's encoding "
+        f"(often {hint})"
+    )
+
+
+def _iter_csv(path: Path, chunk_size: int, encoding: str, separator: str) -> Iterator[pd.DataFrame]:
     try:
         reader = pd.read_csv(
-            path, dtype=str, keep_default_na=False, chunksize=chunk_size, encoding="utf-8"
+            path,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=chunk_size,
+            encoding=encoding,
+            sep=separator,
         )
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     with reader:
         yield from reader
+
+
+def _iter_xlsx(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """The first sheet; Excel files fit in memory (a sheet holds at most ~1M rows)."""
+    import zipfile
+
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        frame = pd.read_excel(path, dtype=str, keep_default_na=False, engine="openpyxl")
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, InvalidFileException) as error:
+        raise InputError(f"{path}: cannot read as an Excel workbook ({error})") from None
+    frame = frame.fillna("").astype(str)
+    frame.columns = [str(column) for column in frame.columns]
+    if frame.empty:
+        yield frame
+        return
+    for start in range(0, len(frame), chunk_size):
+        yield frame.iloc[start : start + chunk_size].reset_index(drop=True)
 
 
 def _iter_parquet(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -92,10 +160,10 @@ def _iter_parquet(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
         yield frame.apply(lambda column: column.map(_as_text)).astype(object)
 
 
-def _iter_jsonl(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _iter_jsonl(path: Path, chunk_size: int, encoding: str) -> Iterator[pd.DataFrame]:
     records: list[dict] = []
     columns: list[str] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding=encoding) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -169,14 +237,17 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class TableWriter:
-    """Append chunks of a fixed set of columns to CSV, Parquet or JSONL, atomically. CSV cells
-    that would run as spreadsheet formulas are neutralised (see `neutralise_formula`)."""
+    """Append chunks of a fixed set of columns to CSV, TSV, Parquet, JSONL or Excel, atomically.
+    An Excel workbook is written at `commit` (openpyxl cannot append to a sheet on disk). CSV,
+    TSV and Excel cells that a spreadsheet would run as formulas are neutralised (see
+    `neutralise_formula`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.format = table_format(path)
         self.temporary = path.with_name(f".{path.name}.partial")
         self._parquet: pq.ParquetWriter | None = None
+        self._frames: list[pd.DataFrame] = []
         self._started = False
 
     def write(self, frame: pd.DataFrame | list[dict]) -> None:
@@ -184,13 +255,16 @@ class TableWriter:
             with self.temporary.open("a" if self._started else "w", encoding="utf-8") as handle:
                 for record in frame:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        elif self.format == "csv":
+        elif self.format in ("csv", "tsv"):
             neutralise_formulas(frame).to_csv(
                 self.temporary,
                 mode="a" if self._started else "w",
                 header=not self._started,
                 index=False,
+                sep="\t" if self.format == "tsv" else ",",
             )
+        elif self.format == "xlsx":
+            self._frames.append(neutralise_formulas(frame))
         else:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._parquet is None:
@@ -201,7 +275,11 @@ class TableWriter:
     def commit(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-        if not self._started:
+        if self.format == "xlsx" and self._frames:
+            pd.concat(self._frames, ignore_index=True).to_excel(
+                self.temporary, index=False, engine="openpyxl"
+            )
+        elif not self._started:
             self.temporary.write_text("")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.temporary.replace(self.path)
@@ -210,42 +288,3 @@ class TableWriter:
         if self._parquet is not None:
             self._parquet.close()
         self.temporary.unlink(missing_ok=True)
-
-
-def output_records(
-    rows: pd.DataFrame, labels: list[list[dict]], top_k: int, file_format: str
-) -> pd.DataFrame | list[dict]:
-    """Store rows (and their labels, parsed) -> the output layout: wide columns for
-    CSV/Parquet, nested labels for JSONL."""
-    if file_format == "jsonl":
-        return [
-            {"id": posting_id, "labels": row_labels, "source": source, "error": error or None}
-            for posting_id, row_labels, source, error in zip(
-                rows["posting_id"], labels, rows["source"], rows["error"], strict=True
-            )
-        ]
-    wide: dict[str, list] = {"id": rows["posting_id"].tolist()}
-    for field, name in (
-        ("onet_code", "onet_code"),
-        ("onet_title", "onet_title"),
-        ("score", "score"),
-    ):
-        for k in range(top_k):
-            wide[f"{name}_{k + 1}"] = [
-                row_labels[k][field] if k < len(row_labels) else None for row_labels in labels
-            ]
-    extra_fields = sorted(
-        {key for row_labels in labels for label in row_labels for key in label}
-        - {"onet_code", "onet_title", "score"}
-    )
-    for field in extra_fields:
-        for k in range(top_k):
-            wide[f"{field}_{k + 1}"] = [
-                row_labels[k].get(field) if k < len(row_labels) else None for row_labels in labels
-            ]
-    wide["source"] = rows["source"].tolist()
-    wide["error"] = [error if isinstance(error, str) else "" for error in rows["error"]]
-    frame = pd.DataFrame(wide)
-    for k in range(top_k):
-        frame[f"score_{k + 1}"] = frame[f"score_{k + 1}"].astype("float64")
-    return frame

@@ -151,6 +151,7 @@ class LabelledRow:
     source: str = "error"  # embedding | llm | fallback | error
     error: str | None = None
     call_key: str | None = None
+    kept: dict[str, str] | None = None  # input columns carried to the output
 
     @property
     def posting(self) -> Posting:

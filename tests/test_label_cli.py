@@ -83,7 +83,8 @@ def test_titles_only_file_without_id_column_uses_row_numbers(tmp_path: Path):
         ("missing.csv", "id,headline\n1,Nurse\n", "missing column 'title'"),
         ("empty.csv", "", "the file is empty"),
         ("header_only.csv", "id,title,body\n", "no rows to label"),
-        ("postings.xlsx", "id,title\n1,Nurse\n", "unknown extension '.xlsx'"),
+        ("postings.xls", "id,title\n1,Nurse\n", "unknown extension '.xls'"),
+        ("postings.xlsx", "id,title\n1,Nurse\n", "cannot read as an Excel workbook"),
         ("broken.parquet", "this is not parquet", "cannot parse as parquet"),
         ("broken.jsonl", '{"title": "Nurse"}\n{"title": \n', "line 2 is not valid JSON"),
         (

@@ -9,18 +9,21 @@ from typing import Annotated
 import typer
 
 from onet_llm import ONET_ATTRIBUTION, __version__
-from onet_llm.cli import evaluate, label, llm, review, train
-from onet_llm.cli.common import OnetLLMGroup, console
+from onet_llm.cli import evaluate, label, llm, records, review, train
+from onet_llm.cli.common import CONTEXT_SETTINGS, OnetLLMGroup, console
 
 app = typer.Typer(
     cls=OnetLLMGroup,
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
     help="Code job postings to O*NET-SOC occupations (O*NET 30.1).",
 )
 app.command()(label.label)
 app.command()(label.search)
 app.command()(llm.ledger)
+app.command()(records.runs)
+app.command()(records.logs)
 app.command()(train.train)
 app.command("eval")(evaluate.eval_command)
 app.add_typer(review.review_app, name="review")
@@ -49,7 +52,10 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Version and exit."
+        ),
     ] = False,
 ) -> None:
     """Code job postings to O*NET-SOC occupations (O*NET 30.1)."""

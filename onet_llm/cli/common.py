@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from onet_llm.errors import OnetLLMError
 
@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
+# `-h` as well as `--help`, on every command.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx: click.Context) -> str | None:
+    """No `<bool>` beside a flag in --help (typer shows one for every flag, --help included):
+    a flag takes no value."""
+    return None if getattr(self, "is_flag", False) else _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 ModelOption = Annotated[
     str | None,
@@ -74,21 +86,21 @@ def counted(count: float, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def print_ledger(frame: pd.DataFrame, title: str) -> None:
+def print_ledger(frame: pd.DataFrame, title: str, out: Console = console) -> None:
     """One line per run and model (greppable, never truncated by a narrow terminal). Cost says
     'unknown' where a model has no price (set one: see .env.example)."""
     import pandas as pd
 
     if frame.empty:
-        console.print("no LLM requests recorded")
+        out.print("no LLM requests recorded")
         return
-    console.print(title, highlight=False)
+    out.print(title, highlight=False)
     for row in frame.itertuples(index=False):
         cost = row.cost_usd
         cost_text = "unknown (no price for this model)" if pd.isna(cost) else f"${cost:.4f}"
         latency = row.median_latency_s
         latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
-        console.print(
+        out.print(
             f"run {row.run_id} model {row.model}: {counted(row.requests, 'request')}, "
             f"{counted(row.calls, 'call')}, {counted(row.cache_hits, 'cache hit')}, "
             f"{int(row.failed)} failed, {counted(row.http_requests, 'HTTP request')}, "

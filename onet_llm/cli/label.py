@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from onet_llm.cli.choices import CandidateOrder, LlmWhen, StdinFormat, value
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
@@ -26,17 +25,32 @@ from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
 
 InputArgument = Annotated[
-    Path, typer.Argument(metavar="INPUT", help="Postings: .csv, .parquet or .jsonl")
+    Path,
+    typer.Argument(
+        metavar="INPUT",
+        help="Postings: .csv, .tsv, .parquet, .jsonl or .xlsx; '-' reads CSV or JSONL from stdin.",
+    ),
 ]
 OutputOption = Annotated[
     Path | None,
-    typer.Option("-o", "--output", help="Default: INPUT-stem.labels.csv beside the input."),
+    typer.Option(
+        "-o",
+        "--output",
+        help="Default: INPUT-stem.labels.csv beside the input; '-' writes to stdout "
+        "(the default for stdin input).",
+    ),
 ]
 TopKOption = Annotated[int, typer.Option("--top-k", help="Labels per posting.")]
 IdColumnOption = Annotated[
     str | None, typer.Option("--id-column", help="Default: 'id' if present, else the row number.")
 ]
-TitleColumnOption = Annotated[str, typer.Option("--title-column")]
+TitleColumnOption = Annotated[
+    str,
+    typer.Option(
+        "--title-column",
+        help="Matched ignoring case and spaces; the default also finds 'job title'.",
+    ),
+]
 BodyColumnOption = Annotated[str, typer.Option("--body-column", help="Optional column.")]
 ChunkSizeOption = Annotated[
     int, typer.Option("--chunk-size", help="Rows read, labelled and committed at a time.")
@@ -51,14 +65,33 @@ MaxCostOption = Annotated[
     float | None, typer.Option("--max-cost-usd", help="Stop cleanly before LLM spend passes this.")
 ]
 LlmWhenOption = Annotated[
-    str | None,
+    LlmWhen | None,
     typer.Option(
-        "--llm-when", help="always | uncertain (only rows whose top-1 is not clearly ahead)."
+        "--llm-when", help="always, or uncertain: only rows whose top-1 is not clearly ahead."
     ),
 ]
 CandidateOrderOption = Annotated[
+    CandidateOrder | None,
+    typer.Option("--candidate-order", help="The order the LLM sees the shortlist in."),
+]
+EncodingOption = Annotated[
+    str,
+    typer.Option("--encoding", help="Text encoding of a CSV/TSV/JSONL input (e.g. latin-1)."),
+]
+KeepColumnsOption = Annotated[
     str | None,
-    typer.Option("--candidate-order", help="embedding | shuffle: the order the LLM sees."),
+    typer.Option("--keep-columns", help="Input columns copied to the output, comma-separated."),
+]
+KeepAllColumnsOption = Annotated[
+    bool, typer.Option("--keep-all-columns", help="Copy every input column to the output.")
+]
+AllowDuplicateIdsOption = Annotated[
+    bool,
+    typer.Option("--allow-duplicate-ids", help="Label rows that share an id instead of failing."),
+]
+InputFormatOption = Annotated[
+    StdinFormat | None,
+    typer.Option("--input-format", help="Format of stdin (default: JSONL if it starts with '{')."),
 ]
 StrictOption = Annotated[
     bool,
@@ -76,6 +109,11 @@ def label(
     id_column: IdColumnOption = None,
     title_column: TitleColumnOption = "title",
     body_column: BodyColumnOption = "body",
+    keep_columns: KeepColumnsOption = None,
+    keep_all_columns: KeepAllColumnsOption = False,
+    allow_duplicate_ids: AllowDuplicateIdsOption = False,
+    encoding: EncodingOption = "utf-8",
+    input_format: InputFormatOption = None,
     chunk_size: ChunkSizeOption = 1000,
     skip_bad_rows: SkipBadRowsOption = False,
     model: ModelOption = None,
@@ -91,7 +129,7 @@ def label(
     strict: StrictOption = False,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
-    from onet_llm.postings import LabelOptions, open_input
+    from onet_llm.postings import LabelOptions, open_input, spool_stdin
 
     settings = Settings.load(
         home=home,
@@ -101,8 +139,8 @@ def label(
         openai_base_url=base_url,
         llm_concurrency=concurrency,
         max_cost_usd=max_cost_usd,
-        llm_when=llm_when,
-        candidate_order=candidate_order,
+        llm_when=value(llm_when),
+        candidate_order=value(candidate_order),
     )
     options = LabelOptions(
         top_k=top_k,
@@ -112,10 +150,34 @@ def label(
         body_column=body_column,
         chunk_size=chunk_size,
         skip_bad_rows=skip_bad_rows,
+        encoding=encoding,
+        keep_columns=tuple(name.strip() for name in (keep_columns or "").split(",") if name),
+        keep_all_columns=keep_all_columns,
+        allow_duplicate_ids=allow_duplicate_ids,
     )
+    stdin = str(input_path) == "-"
+    if stdin:
+        input_path = spool_stdin(sys.stdin.buffer, settings.home / "stdin", value(input_format))
+    to_stdout = str(output) == "-" or (stdin and output is None)
+    if to_stdout:
+        output = stdout_spool_path(input_path, settings.home / "stdout")
     opened = open_input(input_path, output, options)  # fails fast, before the model loads
-    summary, llm_ledger, fallbacks = run_labelling(settings, opened, output, llm)
-    print_label_summary(summary, llm_ledger)
+    for warning in opened.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    try:
+        summary, llm_ledger, fallbacks = run_labelling(settings, opened, output, llm)
+        if to_stdout:
+            sys.stdout.buffer.write(summary.output_path.read_bytes())
+            sys.stdout.flush()
+    finally:
+        if stdin:
+            input_path.unlink(missing_ok=True)
+        if to_stdout and output is not None:
+            output.unlink(missing_ok=True)
+    if to_stdout:
+        print_label_summary(summary, llm_ledger, err_console, destination="stdout")
+    else:
+        print_label_summary(summary, llm_ledger)
     report_fallbacks(summary.sources.get("fallback", 0), fallbacks, strict)
 
 
@@ -132,46 +194,39 @@ def report_fallbacks(count: int, reasons: list[tuple[str, int]], strict: bool) -
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
-@contextmanager
-def label_progress():
-    """A transient progress bar on stderr; yields the `on_progress(done, total)` callback."""
-    with Progress(
-        TextColumn("labelling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("label", total=None, rate="")
-
-        def on_progress(done: int, total: int | None) -> None:
-            rate = f"{progress.tasks[0].speed or 0:,.0f} rows/s"
-            progress.update(task, completed=done, total=total, rate=rate)
-
-        yield on_progress
+def stdout_spool_path(input_path: Path, folder: Path) -> Path:
+    """Where a run writing to stdout puts its output first (copied out when complete): JSONL
+    or TSV like its input, CSV otherwise."""
+    suffix = input_path.suffix.lower()
+    extension = suffix if suffix in (".jsonl", ".tsv") else ".csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{input_path.stem}.labels{extension}"
 
 
 def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
     """Load the model and index, label into the store and the output; the summary, and the
     LLM ledger of the run when `llm`."""
+    from onet_llm.cli.progress import progress_bar
     from onet_llm.label import open_labeler
     from onet_llm.store import Store
 
-    # The store first: one in use by another run is an error before the model loads.
-    with Store(settings.resolved_store_path) as run_store:
-        with err_console.status("loading model and index (first run builds the index, ~2 min)"):
-            labeler, index_key = open_labeler(settings.embedding_model, settings.index_cache_dir)
+    # The store first: one in use by another run is an error before the model loads; readers
+    # (ledger, runs, review) may still open it between commits.
+    with Store(settings.resolved_store_path, shared=True) as run_store:
+        with progress_bar("building the occupation index (once per model)", "titles") as building:
+            labeler, index_key = open_labeler(
+                settings.embedding_model, settings.index_cache_dir, on_build_progress=building
+            )
         return label_into(settings, run_store, labeler, index_key, opened, output, llm)
 
 
 def label_into(settings: Settings, run_store, labeler, index_key: str, opened, output, llm: bool):
     """The labelling itself, into an open store: the summary, the LLM ledger (when `llm`) and
     the reasons rows fell back."""
+    from onet_llm.cli.progress import progress_bar
     from onet_llm.label import label_file
 
-    with label_progress() as on_progress:
+    with progress_bar("labelling", "rows", plain=False) as on_progress:
         fingerprint: dict = {"model": labeler.encoder.model_id}
         reranker = None
         if llm:
@@ -187,39 +242,81 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
     return summary, ledger, run_store.fallback_reasons(summary.run_id)
 
 
-def print_label_summary(summary, llm_ledger) -> None:
+def print_label_summary(summary, llm_ledger, out=console, destination: str | None = None) -> None:
+    """What the run did; on stderr (`out=err_console`) when the labels go to stdout."""
+    from rich.table import Table
+
     resumed = f" (resumed after row {summary.resumed_from})" if summary.resumed_from else ""
-    console.print(
-        f"labelled {summary.rows} rows in {summary.seconds:.1f}s{resumed} -> {summary.output_path}"
-    )
-    console.print(f"run {summary.run_id}; sources: {summary.sources}")
+    where = destination or summary.output_path
+    out.print(f"labelled {summary.rows} rows in {summary.seconds:.1f}s{resumed} -> {where}")
+    out.print(f"run {summary.run_id}; sources: {summary.sources}")
     if llm_ledger is not None:
-        print_ledger(llm_ledger, title="LLM requests in this run")
+        print_ledger(llm_ledger, title="LLM requests in this run", out=out)
     if summary.top_codes:
         table = Table("top-1 code", "occupation", "rows", title="most frequent top-1 labels")
         for code, title, count in summary.top_codes:
             table.add_row(code, title, str(count))
-        console.print(table)
+        out.print(table)
 
 
 def search(
-    text: Annotated[
-        str, typer.Argument(help="A job title, optionally followed by text from the posting.")
-    ],
-    shortlist_size: Annotated[int, typer.Option("--shortlist-size", "-n")] = 20,
+    titles: Annotated[
+        list[str] | None, typer.Argument(help="One or more job titles (quote each one).")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="Titles to search: a .txt file (one per line) or a postings table."
+        ),
+    ] = None,
+    shortlist_size: Annotated[
+        int, typer.Option("--shortlist-size", "-n", help="Occupations per title.")
+    ] = 20,
     body: Annotated[str, typer.Option("--body", help="Posting body, if any.")] = "",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON array of {title, matches} on stdout.")
+    ] = False,
     model: ModelOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Print the shortlist for one posting."""
-    from onet_llm.label import open_labeler
+    """Print the shortlist for one or more titles."""
+    import json
 
-    settings = Settings.load(home=home, embedding_model=model)
-    labeler, _ = open_labeler(settings.embedding_model, settings.index_cache_dir)
-    shortlist = labeler.shortlist([text], [body], shortlist_size)[0]
-    table = Table("#", "O*NET code", "occupation", "score", title=f"shortlist for {text!r}")
-    for rank, candidate in enumerate(shortlist, start=1):
-        table.add_row(
-            str(rank), candidate.onet_code, candidate.onet_title, f"{candidate.score:.3f}"
-        )
-    console.print(table)
+    from onet_llm.api import Labeler
+    from onet_llm.errors import InputError
+
+    wanted = list(titles or []) + (read_titles(file) if file else [])
+    if not wanted:
+        raise InputError("give one or more titles, or --file")
+    results = Labeler(model or "default", home=home).search(
+        wanted, bodies=[body] * len(wanted), size=shortlist_size
+    )
+    if json_output:
+        sys.stdout.write(json.dumps([r.as_record() for r in results], indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    for result in results:
+        table = Table("#", "O*NET code", "occupation", "score", title=f"{result.title!r}")
+        for match in result.matches:
+            table.add_row(str(match.rank), match.onet_code, match.onet_title, f"{match.score:.3f}")
+        console.print(table)
+
+
+def read_titles(path: Path) -> list[str]:
+    """Titles from a text file (one per line) or the title column of a postings table."""
+    from onet_llm.errors import InputError
+
+    if path.suffix.lower() in (".txt", ""):
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    from onet_llm.postings import LabelOptions, posting_fields, resolve_columns
+    from onet_llm.tables import iter_table_chunks
+
+    titles: list[str] = []
+    options = None
+    for chunk in iter_table_chunks(path, 10_000):
+        options = options or resolve_columns(chunk.columns, path, LabelOptions())
+        titles += posting_fields(chunk, 1, options)[1]
+    return titles

@@ -12,6 +12,7 @@ from onet_llm.eval.sections_breakdown import (
     occupation_section,
 )
 from onet_llm.eval.sections_llm import cascade_section, llm_section
+from onet_llm.eval.sections_review import coverage_section, misclassified_section
 from onet_llm.eval.sections_summary import (
     differences_section,
     files_section,
@@ -30,6 +31,8 @@ SECTIONS = (
     differences_section,
     llm_section,
     cascade_section,
+    coverage_section,
+    misclassified_section,
     major_group_section,
     confusion_section,
     occupation_section,

@@ -15,7 +15,7 @@ import pandas as pd
 from onet_llm.errors import InputError
 from onet_llm.resources import SOURCE_ROOT, eval_data_file
 from onet_llm.tables import file_sha256, iter_table_chunks
-from onet_llm.taxonomy import Taxonomy
+from onet_llm.taxonomy import Taxonomy, soc_code
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,7 @@ def read_gold_table(path: Path, taxonomy: Taxonomy) -> pd.DataFrame:
     if not ids_given:
         frame["id"] = frame["row_number"].astype(str)
     seen_ids: dict[str, int] = {}
+    six_digit = {soc_code(code, "detailed") for code in taxonomy.codes}
     for row_number, row_id, title, body, code in zip(
         frame["row_number"],
         frame["id"],
@@ -195,8 +196,11 @@ def read_gold_table(path: Path, taxonomy: Taxonomy) -> pd.DataFrame:
         code = str(code).strip()
         if not code:
             raise InputError(f"{where}: the gold onet_code is empty")
-        if code not in taxonomy:
-            raise InputError(f"{where}: onet_code {code!r} is not an O*NET 30.1 code")
+        if code not in taxonomy and code not in six_digit:
+            raise InputError(
+                f"{where}: onet_code {code!r} is not an O*NET 30.1 code (8 digits, "
+                "15-1252.00) or a 6-digit SOC code of one (15-1252)"
+            )
         if row_id in seen_ids:
             raise InputError(
                 f"{where}: id repeats row {seen_ids[row_id]} (ids must be unique so that runs "

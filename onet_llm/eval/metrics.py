@@ -30,8 +30,12 @@ def first_hit_rank(
 
     Ranks are list positions, not scores: tied scores keep the order the product showed, and
     a duplicated or empty entry still takes up its position. A prediction given at a coarser
-    level (e.g. the SOC code '15-1252') matches only at the levels it carries.
+    level (e.g. the SOC code '15-1252') matches only at the levels it carries. A 6-digit gold
+    code carries no 8-digit occupation: it is scored at 6 digits there too (any occupation
+    inside it counts), and the report says how many rows that concerns.
     """
+    if level == "onet" and "." not in gold:
+        level = "detailed"
     target = soc_code(gold, level)
     for rank, code in enumerate(predicted or [], start=1):
         if code and soc_code(code, level) == target:

@@ -101,7 +101,7 @@ def plot_by_major_group(metrics: dict[str, Any]) -> bytes:
         )
     axis.set_yticks(positions + height * (len(modes) - 1) / 2)
     axis.set_yticklabels(
-        [f"{group} {SOC_MAJOR_GROUPS.get(group, '')[:34]} (n={counts[group]})" for group in groups],
+        [f"{group} {SOC_MAJOR_GROUPS.get(group, '')} (n={counts[group]})" for group in groups],
         fontsize=8,
     )
     axis.invert_yaxis()
@@ -208,9 +208,7 @@ def plot_confusion(metrics: dict[str, Any], mode: str) -> bytes:
     axis.set_xticks(range(len(predicted)))
     axis.set_xticklabels(predicted, fontsize=8)
     axis.set_yticks(range(len(gold_groups)))
-    axis.set_yticklabels(
-        [f"{g} {SOC_MAJOR_GROUPS.get(g, '')[:22]}" for g in gold_groups], fontsize=8
-    )
+    axis.set_yticklabels([f"{g} {SOC_MAJOR_GROUPS.get(g, '')}" for g in gold_groups], fontsize=8)
     axis.set_xlabel("predicted top-1 major group")
     axis.set_ylabel("gold major group")
     axis.set_title(f"{mode}: rows by gold vs predicted major group (shade = row share)", fontsize=9)
@@ -226,4 +224,8 @@ def build_plots(metrics: dict[str, Any]) -> dict[str, bytes]:
         plots["accuracy_vs_cost.png"] = plot_accuracy_vs_cost(metrics)
     for mode in metrics["modes"]:
         plots[f"confusion_major_{mode}.png"] = plot_confusion(metrics, mode)
+    if metrics.get("coverage"):
+        from onet_llm.eval.review_figures import plot_coverage
+
+        plots["coverage.png"] = plot_coverage(metrics)
     return plots

@@ -30,6 +30,7 @@ from onet_llm.eval.metrics import (
     wilson_interval,
 )
 from onet_llm.eval.modes import CASCADE_TOLERANCE, LLM_MODES, EvalRun, ModeOutcome, llm_summary
+from onet_llm.eval.review_figures import coverage_curve, misclassified_rows, six_digit_golds
 from onet_llm.resources import SOURCE_ROOT
 from onet_llm.taxonomy import SOC_MAJOR_GROUPS, SocLevel, Taxonomy, soc_code
 
@@ -82,6 +83,9 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
         "modes": modes,
         "differences": mode_differences(list(run.outcomes), per_row_values, indices, confidence),
         "cascade": cascade_summary(run),
+        "coverage": coverage_curve(run),
+        "misclassified": misclassified_rows(run, taxonomy),
+        "gold_six_digit_rows": six_digit_golds(run),
         "seconds": run.seconds,
     }
 
@@ -236,7 +240,7 @@ def by_occupation(
         out.append(
             {
                 "onet_code": code,
-                "onet_title": taxonomy.title(code),
+                "onet_title": taxonomy.title(code) if code in taxonomy else f"SOC {code}",
                 "n": len(rows),
                 "top1_hits": sum(rank == 1 for rank in members),
                 "top1": accuracy_at(members, 1),

@@ -109,25 +109,55 @@ def load_sentence_transformer(path: Path):
 
 
 class Encoder:
-    """A sentence-transformers model that turns texts into L2-normalised float32 vectors."""
+    """A sentence-transformers model that turns texts into L2-normalised float32 vectors.
 
-    def __init__(self, model: str = "default", batch_size: int = 64) -> None:
-        from transformers.utils import logging as transformers_logging
+    The weights load on the first `encode` (torch and sentence-transformers take seconds to
+    import): the model's identity, and so the index cache key, comes from its files alone. A
+    plain mean-pooling folder encodes through `light.MeanPoolingModel` (the same vectors,
+    without importing sentence-transformers) unless `light=False`; `model` is always the
+    `SentenceTransformer` (training uses it)."""
 
-        transformers_logging.disable_progress_bar()  # no "Loading weights" bars in our output
+    def __init__(self, model: str = "default", batch_size: int = 64, light: bool = True) -> None:
+        from onet_llm.shortlist.light import is_plain_mean_pooling
 
         self.path = resolve_model_path(model)
         self.name = model
         self.batch_size = batch_size
+        self.fingerprint = model_fingerprint(self.path)
+        self.light = light and is_plain_mean_pooling(self.path)
+        self._model = None
+        self._light_model = None
+
+    @property
+    def model(self):
+        """The `SentenceTransformer`, loaded on first use."""
+        if self._model is None:
+            self._model = self._load(load_sentence_transformer)
+        return self._model
+
+    @property
+    def encoding_model(self):
+        """What `encode` runs: the light model where it applies, else `model`."""
+        if not self.light:
+            return self.model
+        if self._light_model is None:
+            from onet_llm.shortlist.light import MeanPoolingModel
+
+            self._light_model = self._load(MeanPoolingModel)
+        return self._light_model
+
+    def _load(self, loader):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bars
         try:
-            self.model = load_sentence_transformer(self.path)
+            return loader(self.path)
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load model from {self.path}: {error}") from error
-        self.fingerprint = model_fingerprint(self.path)
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        return int(self.encoding_model.get_sentence_embedding_dimension())
 
     @property
     def model_id(self) -> str:
@@ -140,7 +170,7 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         distinct = list(dict.fromkeys(texts))
-        vectors = self.model.encode(
+        vectors = self.encoding_model.encode(
             distinct,
             batch_size=self.batch_size,
             normalize_embeddings=True,

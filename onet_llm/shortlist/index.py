@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,15 @@ REPRESENTATIONS: tuple[str, ...] = (
 TITLE_BLEND_WEIGHT = 0.75
 DEFAULT_REPRESENTATION: Representation = "title_blend"
 INDEX_FORMAT_VERSION = 1
+# Texts encoded between two progress reports while an index is built.
+BUILD_BATCH = 2048
+Progress = Callable[[int, int | None], None]
+
+
+def packaged_indexes_dir() -> Path:
+    """Prebuilt indexes shipped in the package, one folder per cache key (`make index`
+    rebuilds the one for the shipped model), so a fresh install never builds one."""
+    return Path(str(resources.files("onet_llm") / "indexes"))
 
 
 def normalise_title(title: str) -> str:
@@ -219,10 +229,27 @@ def build_index(
     taxonomy: Taxonomy,
     representation: Representation = DEFAULT_REPRESENTATION,
     excluded_titles: Iterable[str] = (),
+    on_progress: Progress | None = None,
 ) -> OccupationIndex:
+    """Encode every text that stands for an occupation (tens of thousands of titles: minutes
+    on a CPU), reporting `on_progress(texts_done, texts_total)` as it goes."""
     entries = occupation_entries(taxonomy, representation, excluded_titles)
-    vectors = encoder.encode(entries.texts)
+    total = len(entries.texts)
+    parts = []
+    for start in range(0, total, BUILD_BATCH):
+        parts.append(encoder.encode(entries.texts[start : start + BUILD_BATCH]))
+        if on_progress:
+            on_progress(min(start + BUILD_BATCH, total), total)
+    vectors = np.concatenate(parts) if parts else encoder.encode([])
     return OccupationIndex.from_entries(entries, vectors, len(taxonomy))
+
+
+def find_index(cache_dir: Path, key: str) -> Path | None:
+    """The folder holding the index of `key`: the user's cache, else the package."""
+    for folder in (cache_dir / key, packaged_indexes_dir() / key):
+        if (folder / "index.faiss").is_file():
+            return folder
+    return None
 
 
 def load_or_build_index(
@@ -231,16 +258,18 @@ def load_or_build_index(
     cache_dir: Path,
     representation: Representation = DEFAULT_REPRESENTATION,
     excluded_titles: Iterable[str] = (),
+    on_progress: Progress | None = None,
 ) -> OccupationIndex:
-    """The index from the cache, building and saving it first if it is not there yet."""
+    """The index from the cache or the package, building and saving it first if neither has
+    it (another model, taxonomy or representation)."""
     excluded_titles = list(excluded_titles)
     key = index_cache_key(encoder, taxonomy, representation, excluded_titles)
-    folder = cache_dir / key
-    if (folder / "index.faiss").is_file():
-        return OccupationIndex.load(folder)
-    index = build_index(encoder, taxonomy, representation, excluded_titles)
+    found = find_index(cache_dir, key)
+    if found is not None:
+        return OccupationIndex.load(found)
+    index = build_index(encoder, taxonomy, representation, excluded_titles, on_progress)
     index.save(
-        folder,
+        cache_dir / key,
         {
             "model": encoder.model_id,
             "taxonomy": taxonomy.fingerprint,

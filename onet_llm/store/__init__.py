@@ -16,13 +16,15 @@ __all__ = ["RUN_ROW_COLUMNS", "RunRecord", "Store"]
 
 
 class Store(RunTables, CallTables, ReviewTables):
-    """One DuckDB file. DuckDB allows one writing process per file: a second one gets a clear
-    StoreError rather than a lock traceback."""
+    """One DuckDB file. DuckDB allows one process at a time to write a file: an opener waits
+    briefly for a busy file, then gets a clear StoreError rather than a lock traceback. A
+    `shared` store (a label run) holds the file only while it writes (see `store.db`)."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
-        super().__init__(path, read_only)
+    def __init__(self, path: Path, read_only: bool = False, shared: bool = False) -> None:
+        super().__init__(path, read_only, shared)
         if not read_only:
             apply_migrations(self.db)
+            self.release()
 
     def __enter__(self) -> Store:
         return self

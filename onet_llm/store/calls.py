@@ -130,3 +130,22 @@ class CallTables(Database):
         params = [run_id] if run_id is not None else []
         with self._lock:
             return self.db.execute(LEDGER_SQL.format(where=where), params).df()
+
+    def call_history(self, run_id: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Each request a run made, newest first, with what was sent and what came back (for
+        `onet-llm logs`). The stored request holds messages and parameters, never a key."""
+        query = """
+            SELECT l.created_at, coalesce(l.run_id, '-') AS run_id, l.model, l.cached,
+                   l.status, l.tokens_in, l.tokens_out, l.cost_usd, l.latency_s, l.attempts,
+                   c.error, c.prompt_version, c.request, c.response_raw, l.call_key
+            FROM call_log l LEFT JOIN calls c USING (call_key)
+        """
+        params: list = []
+        if run_id is not None:
+            query += " WHERE l.run_id = ?"
+            params.append(run_id)
+        query += " ORDER BY l.created_at DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        with self._lock:
+            return self.db.execute(query, params).df()

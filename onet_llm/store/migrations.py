@@ -122,10 +122,17 @@ def m003_review_decisions(db: Connection) -> None:
     )
 
 
+def m004_kept_columns(db: Connection) -> None:
+    """The input columns a run was asked to keep (`label --keep-columns`), as a JSON object
+    per row, so that the output, rebuilt from the store, can carry them."""
+    db.execute("ALTER TABLE run_rows ADD COLUMN kept JSON")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_runs,
     m002_llm_calls,
     m003_review_decisions,
+    m004_kept_columns,
 ]
 
 

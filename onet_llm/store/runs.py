@@ -39,6 +39,7 @@ RUN_ROW_COLUMNS = [
     "source",
     "error",
     "call_key",
+    "kept",
 ]
 
 
@@ -60,6 +61,7 @@ def row_records(rows: Sequence[LabelledRow]) -> pd.DataFrame:
                 "source": row.source,
                 "error": row.error,
                 "call_key": row.call_key,
+                "kept": json.dumps(row.kept) if row.kept else None,
             }
             for row in rows
         ],
@@ -155,3 +157,18 @@ class RunTables(Database):
 
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()
+
+    def run_overview(self, limit: int | None = None) -> pd.DataFrame:
+        """Runs, newest first, with their rows by source (for `onet-llm runs`)."""
+        query = """
+            SELECT r.run_id, r.status, r.command, r.input_path, r.output_path, r.model_id,
+                   r.rows_done, r.started_at, r.finished_at,
+                   (SELECT coalesce(json_group_object(source, n), '{}')
+                      FROM (SELECT source, count(*)::INTEGER AS n FROM run_rows
+                            WHERE run_rows.run_id = r.run_id GROUP BY source ORDER BY source))
+                   AS sources
+            FROM runs r ORDER BY r.started_at DESC
+        """
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return self.db.execute(query).df()

@@ -197,7 +197,7 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
     with pytest.raises(StoreError, match="no run 'nope'"):
         export_decisions(store, tmp_path / "d.csv", "nope")
     with pytest.raises(InputError, match="unknown extension"):
-        export_decisions(store, tmp_path / "d.xlsx")
+        export_decisions(store, tmp_path / "d.xls")  # .xlsx is a table format now
 
 
 def test_resolve_run_picks_newest_and_settings_hide_secrets(llm_store):

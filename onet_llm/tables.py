@@ -128,6 +128,28 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: str) -> str:
+    """`value` with a leading `'` when it starts like a spreadsheet formula (OWASP's rule for
+    CSV injection: `=`, `+`, `-`, `@`, tab, carriage return), so a posting titled
+    `=HYPERLINK(...)` opens in Excel or LibreOffice as text, not as a live formula. Only CSV
+    output needs this; Parquet and JSONL keep the raw value."""
+    return f"'{value}" if value.startswith(FORMULA_LEADS) else value
+
+
+def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` with every text cell passed through `neutralise_formula`."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(
+                lambda value: neutralise_formula(value) if isinstance(value, str) else value
+            )
+    return frame
+
+
 def file_sha256(path: Path) -> str:
     """Content hash of a file, read in blocks: provenance for data sets and model weights."""
     digest = hashlib.sha256()

@@ -143,7 +143,9 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` with every text cell passed through `neutralise_formula`."""
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(
+            frame[column]
+        ):
             frame[column] = frame[column].map(
                 lambda value: neutralise_formula(value) if isinstance(value, str) else value
             )

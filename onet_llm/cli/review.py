@@ -81,6 +81,8 @@ def review_export(
     with Store(settings.resolved_store_path) as review_store:
         summary = export_decisions(review_store, out, run, only_overrides)
     left_out = f" ({summary.left_out} left out: no title)" if summary.left_out else ""
+    if summary.unsettled:
+        left_out += f" ({summary.unsettled} left out: reviewers disagree, not adjudicated)"
     console.print(f"exported {summary.rows} reviewed rows -> {out}{left_out}", soft_wrap=True)
 
 

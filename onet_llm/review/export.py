@@ -2,8 +2,9 @@
 
 `id, title, body, onet_code` is the layout both read, so an export is training or evaluation
 data as it is; the other columns are provenance. Per row the newest accept or override in force
-counts (an adjudication, made after the reviewers, wins; unsure, flagged and undone rows are
-left out). CSV cells that a spreadsheet would run as a formula get a leading `'`
+counts when the reviewers agree; where they disagree an adjudication newer than their reviews
+settles it, and until then the row is left out (and counted). Unsure, flagged and undone rows
+are left out. CSV cells that a spreadsheet would run as a formula get a leading `'`
 (`tables.neutralise_formula`); Parquet and JSONL keep the raw values.
 """
 
@@ -53,6 +54,7 @@ def decisions_csv(store: Store, run_id: str | None = None, only_overrides: bool 
 class ExportSummary:
     rows: int
     left_out: int  # decisions on rows without a title: `train --data` cannot use them
+    unsettled: int = 0  # rows whose reviewers disagree, not adjudicated yet
 
 
 def export_decisions(
@@ -81,4 +83,4 @@ def export_decisions(
     except BaseException:
         writer.abort()
         raise
-    return ExportSummary(rows=len(frame), left_out=left_out)
+    return ExportSummary(rows=len(frame), left_out=left_out, unsettled=store.unsettled_rows(run_id))

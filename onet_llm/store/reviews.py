@@ -130,22 +130,47 @@ SELECT run_id, row_number,
 FROM run_rows WHERE run_id = $run
 """
 
-_EXPORT_SQL = (
+# The gold label per row: reviewers' labels in force when they agree, else an adjudication
+# newer than every review; rows whose reviewers disagree with nobody adjudicating are left out.
+_GOLD_SQL = (
     "WITH "
     + _effective_sql("TRUE")
+    + """,
+labels AS (
+    SELECT * FROM effective WHERE action IN ('accept', 'override', 'unsure', 'flag')
+    QUALIFY row_number() OVER (
+        PARTITION BY run_id, row_number, reviewer ORDER BY decision_id DESC) = 1
+),
+status AS (
+    SELECT run_id, row_number,
+           count(DISTINCT onet_code) FILTER (
+               WHERE role = 'review' AND action IN ('accept', 'override')) AS codes,
+           max(decision_id) FILTER (WHERE role = 'review') AS last_review,
+           max(decision_id) FILTER (WHERE role = 'adjudication') AS last_adjudication
+    FROM labels GROUP BY ALL
+),
+gold AS (
+    SELECT l.*, s.codes <= 1 OR coalesce(s.last_adjudication > s.last_review, FALSE)
+               OR (s.last_adjudication IS NOT NULL AND s.last_review IS NULL) AS settled
+    FROM labels l JOIN status s USING (run_id, row_number)
+    WHERE l.action IN ('accept', 'override')
+    QUALIFY row_number() OVER (PARTITION BY run_id, row_number ORDER BY decision_id DESC) = 1
+)
+"""
+)
+_EXPORT_SQL = (
+    _GOLD_SQL
     + """
 SELECT r.posting_id AS id, r.title, r.body, d.onet_code, d.onet_title,
        d.previous_onet_code, d.previous_onet_title, d.action AS decision, r.source,
        d.reviewer, d.note, strftime(d.decided_at, '%Y-%m-%dT%H:%M:%SZ') AS decided_at,
        d.run_id, d.row_number
-FROM (SELECT * FROM effective WHERE action IN ('accept', 'override')
-      QUALIFY row_number() OVER (
-          PARTITION BY run_id, row_number ORDER BY decision_id DESC) = 1) d
-JOIN run_rows r USING (run_id, row_number)
-WHERE {conditions}
+FROM gold d JOIN run_rows r USING (run_id, row_number)
+WHERE d.settled AND {conditions}
 ORDER BY d.run_id, d.row_number
 """
 )
+_UNSETTLED_SQL = _GOLD_SQL + "SELECT count(*) FROM gold d WHERE NOT d.settled AND {conditions}"
 
 
 JSON_COLUMNS = ("request", "response_parsed")
@@ -352,7 +377,7 @@ class ReviewTables(Database):
         return len(frame)
 
     def latest_decisions(self, run_id: str | None, only_overrides: bool) -> pd.DataFrame:
-        """The latest decision per reviewed row, joined to its posting."""
+        """The gold label per settled reviewed row, joined to its posting."""
         conditions = ["TRUE"]
         params: list[Any] = []
         if run_id:
@@ -362,3 +387,10 @@ class ReviewTables(Database):
             conditions.append("d.action = 'override'")
         sql = _EXPORT_SQL.format(conditions=" AND ".join(conditions))
         return self.db.execute(sql, params).df()
+
+    def unsettled_rows(self, run_id: str | None) -> int:
+        """Rows whose reviewers disagree and nobody has adjudicated: not gold yet."""
+        condition, params = ("d.run_id = ?", [run_id]) if run_id else ("TRUE", [])
+        return int(
+            self.db.execute(_UNSETTLED_SQL.format(conditions=condition), params).fetchone()[0]
+        )

@@ -72,11 +72,13 @@ def label_into_store(folder: Path, home: Path, *extra: str, real_postings: int =
 class RunningReview:
     """A real review server on 127.0.0.1 (a free port) over `store`, for one test module."""
 
-    def __init__(self, store: Path, reviewer: str = "test-auditor") -> None:
-        from onet_llm.review.web import ReviewServer, bind, open_review
+    def __init__(
+        self, store: Path, reviewer: str = "test-auditor", host: str = "127.0.0.1"
+    ) -> None:
+        from onet_llm.review.server import ReviewServer, bind, open_review
 
         self.context = open_review(store, None, reviewer)
-        self.server = ReviewServer(self.context, bind("127.0.0.1", 0)).start()
+        self.server = ReviewServer(self.context, bind(host, 0)).start()
         self.url = self.server.url
 
     def stop(self) -> None:

@@ -24,12 +24,11 @@ from typer.testing import CliRunner
 
 from onet_llm.cli import app
 from onet_llm.errors import InputError, StoreError
+from onet_llm.review.decisions import record_decision
+from onet_llm.review.export import decisions_frame, export_decisions
 from onet_llm.review.queries import (
     ReviewFilter,
-    decisions_frame,
-    export_decisions,
     filter_counts,
-    record_decision,
     resolve_run,
     review_rows,
     settings_for_display,
@@ -95,24 +94,43 @@ def llm_store(labeler, tmp_path: Path) -> tuple[Store, str]:
     store.close()
 
 
+def margins(store: Store, run_id: str) -> list[float]:
+    """Embedding top-1 minus top-2 score of each row, from the stored shortlists."""
+    shortlists = store.db.execute(
+        "SELECT shortlist FROM run_rows WHERE run_id = ? ORDER BY row_number", [run_id]
+    ).fetchall()
+    return [json.loads(s)[0]["score"] - json.loads(s)[1]["score"] for (s,) in shortlists]
+
+
 def test_counts_and_views_follow_llm_rows(llm_store):
     store, run_id = llm_store
     counts = filter_counts(store, run_id, ReviewFilter())
+    # Low confidence: stated confidence < 0.5 (rows 2, 4), or LLM != embedding (2, 4), or an
+    # embedding margin < 0.05 (whichever rows have one).
+    thin = {
+        number for number, margin in enumerate(margins(store, run_id), start=1) if margin < 0.05
+    }
     assert counts == {
         "all": 6,
         "disagree": 2,
-        "low_confidence": 2,
+        "low_confidence": len({2, 4} | thin),
         "problems": 1,
         "unreviewed": 6,
         "reviewed": 0,
+        "flagged": 0,
+        "reviewers_differ": 0,
     }
+    no_margin = filter_counts(store, run_id, ReviewFilter(margin_below=0.0))
+    assert no_margin["low_confidence"] == 2  # confidence and disagreement alone
     rows, total = review_rows(store, run_id, ReviewFilter(view="disagree"))
     assert total == 2 and [row.title for row in rows] == ["Staff Accountant", titles(3)]
     assert all(row.disagrees for row in rows)
     assert rows[0].label["rationale"].startswith("Body stresses")
     assert rows[0].shortlist[1]["label_rank"] == 1  # the LLM's pick, marked in the shortlist
     rows, _ = review_rows(
-        store, run_id, ReviewFilter(view="low_confidence", low_confidence_below=0.6)
+        store,
+        run_id,
+        ReviewFilter(view="low_confidence", low_confidence_below=0.6, margin_below=0.0),
     )
     assert [row.confidence for row in rows] == [0.35, 0.55, 0.2]
     rows, _ = review_rows(store, run_id, ReviewFilter(view="problems"))
@@ -151,8 +169,16 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
         first.previous_onet_code
         == review_rows(store, run_id, ReviewFilter())[0][1].label["onet_code"]
     )
+    # Reviewers are independent: ben's accept is of the run's own label, not of ana's override.
     second = record_decision(store, taxonomy, run_id, 2, "accept", "ben")
-    assert (second.onet_code, second.previous_onet_code) == ("13-2011.00", "13-2011.00")
+    assert second.onet_code == second.previous_onet_code == first.previous_onet_code
+    assert decisions_frame(store, run_id).empty  # they disagree: no gold label yet
+    assert filter_counts(store, run_id, ReviewFilter())["reviewers_differ"] == 1
+    settled = record_decision(
+        store, taxonomy, run_id, 2, "override", "cleo", "13-2011.00", role="adjudication"
+    )
+    assert settled.role == "adjudication"
+    assert filter_counts(store, run_id, ReviewFilter())["reviewers_differ"] == 0
     same = record_decision(store, taxonomy, run_id, 1, "override", "ana", "29-1141.00")
     assert same.action == "accept"  # overriding with the label it already has
     with pytest.raises(InputError, match="not an O\\*NET 30.1 occupation code"):
@@ -164,20 +190,21 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
 
     counts = filter_counts(store, run_id, ReviewFilter())
     assert counts["reviewed"] == 2 and counts["unreviewed"] == 4
+    assert filter_counts(store, run_id, ReviewFilter(reviewer="ben"))["reviewed"] == 1
     frame = decisions_frame(store, run_id)
     assert list(frame["row_number"]) == [1, 2]
     row = frame.iloc[1]
     assert (row["id"], row["onet_code"], row["decision"], row["reviewer"]) == (
         "p2",
         "13-2011.00",
-        "accept",
-        "ben",
+        "override",
+        "cleo",
     )
-    assert len(decisions_frame(store, run_id, only_overrides=True)) == 0
+    assert len(decisions_frame(store, run_id, only_overrides=True)) == 1
     history = store.db.execute(
         "SELECT action, reviewer FROM review_decisions WHERE row_number = 2 ORDER BY decision_id"
     ).fetchall()
-    assert history == [("override", "ana"), ("accept", "ben")]
+    assert history == [("override", "ana"), ("accept", "ben"), ("override", "cleo")]
 
     for name in ("c.csv", "c.jsonl", "c.parquet"):
         assert export_decisions(store, tmp_path / name, run_id).rows == 2
@@ -192,6 +219,7 @@ def test_decisions_keep_history_and_export_in_training_layout(llm_store, taxonom
     assert csv_rows.loc[1, "note"] == ""
     jsonl = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert jsonl[0]["previous_onet_code"] == "29-1141.00"
+    assert jsonl[1]["previous_onet_code"] == first.previous_onet_code
     assert pd.read_parquet(tmp_path / "c.parquet")["onet_code"].tolist() == [
         "29-1141.00",
         "13-2011.00",
@@ -256,6 +284,12 @@ def test_server_escapes_guards_and_hides_secrets(llm_store):
         )
         assert status == 400 and "&#39;bad&#39; is not an O*NET 30.1 occupation code" in html
 
+        # Same-origin POSTs only: a page elsewhere cannot post a decision, token or not.
+        evil = {"Origin": "http://evil.example"}
+        assert fetch(review.url + "decide", {**decision, "token": token}, evil)[0] == 403
+        own = {"Origin": review.url.rstrip("/")}
+        assert fetch(review.url + "decide", {**decision, "token": token}, own)[0] == 303
+
         status, _, body = fetch(review.url + "api/occupations?q=registered%20nurse")
         assert status == 200 and {"onet_code": "29-1141.00", "onet_title": "Registered Nurses"} in (
             json.loads(body)
@@ -266,6 +300,62 @@ def test_server_escapes_guards_and_hides_secrets(llm_store):
         assert fetch(review.url + "?run=missing")[0] == 503
     finally:
         review.stop()
+
+
+def test_ipv6_loopback_url_answers(llm_store):
+    """`review --host ::1` prints http://[::1]:PORT/; that URL must answer, not 400."""
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    store, _ = llm_store
+    store.close()
+    try:
+        review = RunningReview(store.path, host="[::1]")
+    except InputError as error:
+        pytest.skip(f"cannot bind ::1 here: {error}")
+    try:
+        assert review.url.startswith("http://[::1]:")
+        status, _, html = fetch(review.url)
+        assert status == 200 and "Registered Nurse" in html
+        assert fetch(review.url, headers={"Host": "evil.example"})[0] == 400
+    finally:
+        review.stop()
+
+
+def test_csv_export_neutralises_formulas(llm_store, taxonomy, tmp_path):
+    """Cells a spreadsheet would run (=, +, -, @, tab, CR first) get a leading ' in CSV only."""
+    from onet_llm.tables import neutralise_formula
+
+    assert [neutralise_formula(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx")] == [
+        "'=1+1",
+        "'+1",
+        "'-1",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+    ]
+    assert neutralise_formula("Nurse = care") == "Nurse = care"
+    store, run_id = llm_store
+    store.db.execute(
+        "UPDATE run_rows SET posting_id = '=HYPERLINK(\"http://evil\")', "
+        "title = '@SUM(1+1)', body = '-2+3' WHERE row_number = 1"
+    )
+    record_decision(store, taxonomy, run_id, 1, "accept", "ana", note="+cmd|' /C calc'!A0")
+    export_decisions(store, tmp_path / "c.csv", run_id)
+    export_decisions(store, tmp_path / "c.parquet", run_id)
+    export_decisions(store, tmp_path / "c.jsonl", run_id)
+    row = pd.read_csv(tmp_path / "c.csv", dtype=str, keep_default_na=False).iloc[0]
+    assert (row["id"], row["title"], row["body"]) == (
+        '\'=HYPERLINK("http://evil")',
+        "'@SUM(1+1)",
+        "'-2+3",
+    )
+    assert row["note"] == "'+cmd|' /C calc'!A0" and row["onet_code"][0].isdigit()
+    raw = pd.read_parquet(tmp_path / "c.parquet").iloc[0]
+    assert (raw["title"], raw["note"]) == ("@SUM(1+1)", "+cmd|' /C calc'!A0")
+    jsonl = json.loads((tmp_path / "c.jsonl").read_text().splitlines()[0])
+    assert jsonl["id"] == '=HYPERLINK("http://evil")'
 
 
 def test_review_commands_fail_in_one_line(tmp_path: Path):

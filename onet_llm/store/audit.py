@@ -35,7 +35,7 @@ class AuditTables(ReviewTables):
     def save_queues(self, run_id: str, rows: list[tuple[str, int, int, bool]]) -> int:
         """Record one assignment: (reviewer, row_number, position, overlap) rows; its id."""
         with self.transaction() as db:
-            (assignment_id,) = db.execute("SELECT nextval('review_assignment_ids')").fetchone()
+            (assignment_id,) = db.execute("SELECT nextval('review_assignment_ids')").fetchall()[0]
             frame = pd.DataFrame(rows, columns=["reviewer", "row_number", "position", "overlap"])
             frame.insert(0, "run_id", run_id)
             frame.insert(0, "assignment_id", int(assignment_id))
@@ -83,7 +83,7 @@ class AuditTables(ReviewTables):
     def save_sample(self, run_id: str, frame: pd.DataFrame, stratify: str, seed: int) -> int:
         """Record one audit sample (row_number, stratum, stratum_rows, stratum_sample); its id."""
         with self.transaction() as db:
-            (sample_id,) = db.execute("SELECT nextval('review_sample_ids')").fetchone()
+            (sample_id,) = db.execute("SELECT nextval('review_sample_ids')").fetchall()[0]
             rows = frame[["row_number", "stratum", "stratum_rows", "stratum_sample"]].copy()
             rows.insert(0, "run_id", run_id)
             rows.insert(0, "sample_id", int(sample_id))

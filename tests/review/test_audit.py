@@ -95,8 +95,7 @@ def test_two_reviewers_on_overlapping_queues_agreement_and_kappa(store_copy, tax
             decision = record_decision(
                 store, taxonomy, run_id, row_number, "override", reviewer, code
             )
-        given[(reviewer, decision_row := row_number)] = decision.onet_code
-        assert decision_row == row_number
+        given[(reviewer, row_number)] = decision.onet_code
     # One of ana's overlap decisions is changed (undo, then another label): history, not
     # overwrite, and only the decision in force counts.
     first_shared = int(queues[(queues.reviewer == "ana") & queues.overlap].row_number.iloc[0])
@@ -157,7 +156,7 @@ def direct_estimate(sample: pd.DataFrame, decisions: dict[int, str], domain) -> 
             denominator += weight
     p = numerator / denominator
     variance = 0.0
-    for stratum, group in reviewed.groupby("stratum"):
+    for _, group in reviewed.groupby("stratum"):
         size, population = len(group), group.stratum_rows.iloc[0]
         if size < 2:
             continue

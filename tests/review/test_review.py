@@ -302,6 +302,62 @@ def test_server_escapes_guards_and_hides_secrets(llm_store):
         review.stop()
 
 
+def test_prompt_panel_shows_what_was_sent_escaped_and_without_secrets(llm_store):
+    """The LLM panel shows the messages as sent, the parameters, raw and parsed answer and
+    rounded latency; markup in them stays text and key-shaped strings are blanked."""
+    store, run_id = llm_store
+    store.record_call(
+        {
+            "call_key": "call-2",
+            "model": "smollm2",
+            "prompt_version": "rerank_v1",
+            "prompt_hash": "p",
+            "schema_hash": "s",
+            "request": {
+                "messages": [
+                    {"role": "system", "content": "Pick from the numbered candidates."},
+                    {
+                        "role": "user",
+                        "content": "Posting: <script>window.__pwned=1</script> Staff "
+                        "Accountant\n1. 13-2011.00 Accountants and Auditors\n"
+                        "key sk-live-ABCDEFGHIJKLMNOP",
+                    },
+                ],
+                "parameters": {"temperature": 0, "api_key": "sk-hidden-0123456789"},
+                "structured_output": "json_schema",
+            },
+            "response_raw": '{"choices": [1], "note": "<img src=x onerror=alert(1)>"}',
+            "response_parsed": {"labels": [{"onet_code": "13-2011.00"}]},
+            "tokens_in": 1234,
+            "tokens_out": 56,
+            "cost_usd": 0.000123,
+            "latency_s": 342.58295131399996,
+            "status": "ok",
+            "attempts": 2,
+            "validation_retries": 1,
+            "transport_retries": 0,
+        },
+        run_id,
+        cached=False,
+    )
+    store.close()
+    review = RunningReview(store.path)
+    try:
+        status, _, html = fetch(review.url + "?view=disagree")
+        assert status == 200
+        panel = re.search(r'<details class="call">(.*?)</details>', html, re.S).group(1)
+        assert "&lt;script&gt;window.__pwned=1&lt;/script&gt; Staff Accountant" in panel
+        assert "1. 13-2011.00 Accountants and Auditors" in panel
+        assert "&lt;img src=x onerror=alert(1)&gt;" in panel and "<img" not in panel
+        assert "342.58 s" in panel and "342.5829" not in panel
+        assert "1,234" in panel and "$0.000123" in panel and "temperature=0" in panel
+        assert "structured_output=json_schema" in panel
+        assert "&#34;onet_code&#34;: &#34;13-2011.00&#34;" in panel  # the parsed answer
+        assert "sk-live" not in html and "sk-hidden" not in html and "api_key" not in panel
+    finally:
+        review.stop()
+
+
 def test_ipv6_loopback_url_answers(llm_store):
     """`review --host ::1` prints http://[::1]:PORT/; that URL must answer, not 400."""
     import socket

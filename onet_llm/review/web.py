@@ -279,6 +279,8 @@ def create_app(
             return _error(error, 503, wants_json)
         except InputError as error:
             return _error(error, 400, wants_json)
+        if not written and wants_json:
+            return JSONResponse({"count": outcome})
         if not written:
             return _render(
                 "review_confirm.html",

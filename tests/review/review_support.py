@@ -32,11 +32,16 @@ HOSTILE_ROWS = [
 ]
 
 
-def write_postings(folder: Path, real_postings: int = 20) -> Path:
-    """Real postings from examples/ (all 20 by default) plus the hostile and empty rows."""
+def write_postings(folder: Path, real_postings: int = 20, copies: int = 1) -> Path:
+    """Real postings from examples/ (all 20 by default, `copies` times with distinct ids)
+    plus the hostile and empty rows."""
     postings = pd.read_csv(REPO / "examples" / "postings.csv", dtype=str, keep_default_na=False)
     real = postings[["id", "title", "body", "onet_code"]].head(real_postings)
-    rows = real.to_dict("records") + HOSTILE_ROWS
+    rows = [
+        {**row, "id": row["id"] if copy == 0 else f"{row['id']}-{copy}"}
+        for copy in range(copies)
+        for row in real.to_dict("records")
+    ] + HOSTILE_ROWS
     path = folder / "postings.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "title", "body", "onet_code"])
@@ -45,9 +50,11 @@ def write_postings(folder: Path, real_postings: int = 20) -> Path:
     return path
 
 
-def label_into_store(folder: Path, home: Path, *extra: str, real_postings: int = 20) -> Path:
+def label_into_store(
+    folder: Path, home: Path, *extra: str, real_postings: int = 20, copies: int = 1
+) -> Path:
     """Run the real `onet-llm label` into a fresh store in `folder`; returns the store path."""
-    postings = write_postings(folder, real_postings)
+    postings = write_postings(folder, real_postings, copies)
     store = folder / "store.duckdb"
     result = CliRunner().invoke(
         app,

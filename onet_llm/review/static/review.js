@@ -161,14 +161,16 @@ function wireRow(row) {
 }
 
 async function bulkAccept(form) {
-  const count = Number(form.dataset.count || 0);
-  if (count === 0) return;
-  const where = form.id === "bulk-page" ? "on this page" : "in this filter";
-  if (!window.confirm(`Accept the top label of ${count} open rows ${where}?`)) return;
+  // Ask the server how many rows it would accept now (decisions made since the page loaded
+  // count), confirm that number, and send it along: if it changed meanwhile, nothing is written.
   const data = new FormData(form);
-  data.set("confirmed", "1");
-  data.set("expected", String(count));
   try {
+    const { count } = await post("/bulk", data);
+    if (count === 0) return say("nothing left to accept here");
+    const where = form.id === "bulk-page" ? "on this page" : "in this filter";
+    if (!window.confirm(`Accept the top label of ${count} open rows ${where}?`)) return;
+    data.set("confirmed", "1");
+    data.set("expected", String(count));
     const answer = await post("/bulk", data);
     say(`accepted ${answer.accepted} rows`);
     window.location.reload();

@@ -23,6 +23,7 @@ from onet_llm.review.queries import (
     review_row_from_record,
 )
 from onet_llm.store import Store
+from onet_llm.store.reviews import BULK_OPEN
 from onet_llm.taxonomy import Taxonomy
 
 Action = Literal["accept", "override", "unsure", "flag", "comment", "undo"]
@@ -123,12 +124,7 @@ def bulk_accept_rows(
     """The rows a bulk accept by `review_filter.reviewer` would accept: those of the filter (or
     only `row_numbers`, the rows on screen, when given) that have a label and no decision of
     theirs yet. The confirmation names their count before anything is written."""
-    rows = store.matching_row_numbers(
-        run_id,
-        review_filter,
-        paged=False,
-        extra="decision_id IS NULL AND coalesce(label_code, '') <> ''",
-    )
+    rows = store.matching_row_numbers(run_id, review_filter, paged=False, extra=BULK_OPEN)
     if row_numbers is not None:
         wanted = set(row_numbers)
         rows = [row for row in rows if row in wanted]

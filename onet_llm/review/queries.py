@@ -261,7 +261,8 @@ def resolve_run(store: Store, run_id: str | None) -> RunSummary:
 
 
 def filter_counts(store: Store, run_id: str, review_filter: ReviewFilter) -> dict[str, int]:
-    """How many rows each view holds under the current occupation/group/text narrowing."""
+    """How many rows each view holds under the current occupation/group/text narrowing, and
+    under `bulk` how many of the chosen view's rows a bulk accept would take."""
     return store.count_views(run_id, review_filter)
 
 

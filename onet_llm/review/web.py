@@ -158,9 +158,7 @@ def _page_data(store: Store, context: ReviewContext, query: dict[str, str]) -> d
         "agreement": agreement_summary(store, run.run_id),
         "estimates": accuracy_estimates(store, run.run_id),
         "bulk_page": sum(1 for row in rows if row.decision is None and row.current_code),
-        "bulk_filter": len(bulk_accept_rows(store, run.run_id, review_filter))
-        if review_filter.reviewer
-        else 0,
+        "bulk_filter": counts["bulk"] if review_filter.reviewer else 0,
     }
 
 

@@ -169,6 +169,7 @@ def m004_review_queues_and_samples(db: Connection) -> None:
             run_id VARCHAR NOT NULL,
             row_number BIGINT NOT NULL,
             label_code VARCHAR,               -- the run's top-1 label
+            label_title VARCHAR,
             embedding_code VARCHAR,           -- the embedding's top-1 (shortlist position 1)
             confidence DOUBLE,                -- the LLM's stated confidence in its top-1
             margin DOUBLE,                    -- embedding score of top-1 minus top-2

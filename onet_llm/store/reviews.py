@@ -109,6 +109,8 @@ VIEW_PREDICATES: dict[str, str] = {
     "flagged": "(action IN ('unsure', 'flag'))",
     "reviewers_differ": "reviewers_differ",
 }
+# Rows a bulk accept takes: no decision of the reviewer's yet, and a label to accept.
+BULK_OPEN = "(decision_id IS NULL AND coalesce(label_code, '') <> '')"
 _ORDER: dict[str, str] = {
     "row": "row_number",
     "queue": "queue_position NULLS LAST, row_number",
@@ -123,6 +125,7 @@ _FACTS_SQL = """
 INSERT INTO review_facts
 SELECT run_id, row_number,
        json_extract_string(labels, '$[0].onet_code'),
+       json_extract_string(labels, '$[0].onet_title'),
        json_extract_string(shortlist, '$[0].onet_code'),
        TRY_CAST(json_extract_string(labels, '$[0].confidence') AS DOUBLE),
        TRY_CAST(json_extract_string(shortlist, '$[0].score') AS DOUBLE)
@@ -193,6 +196,18 @@ class RowFilter(Protocol):
     page_size: int
 
 
+# Free text is matched once per request, on `run_rows` alone, and the matching row numbers
+# narrow the counts and the page: the long bodies are scanned once, not once per query.
+_TEXT_SQL = """
+SELECT r.row_number FROM run_rows r
+WHERE r.run_id = $run AND (
+    r.title ILIKE $text ESCAPE '\\' OR r.body ILIKE $text ESCAPE '\\'
+    OR r.posting_id ILIKE $text ESCAPE '\\' OR CAST(r.labels AS VARCHAR) ILIKE $text ESCAPE '\\'
+    OR r.row_number IN (SELECT row_number FROM review_decisions
+                        WHERE run_id = $run AND coalesce(note, '') ILIKE $text ESCAPE '\\'))
+"""
+
+
 def _narrowing(review_filter: RowFilter) -> tuple[str, dict[str, Any]]:
     """The occupation, major group, free-text, queue and sample conditions shared by every
     view."""
@@ -205,13 +220,7 @@ def _narrowing(review_filter: RowFilter) -> tuple[str, dict[str, Any]]:
         clauses.append("left(label_code, 2) = $major")
         params["major"] = review_filter.major_group
     if review_filter.text:
-        escaped = re.sub(r"([\\%_])", r"\\\1", review_filter.text)
-        clauses.append(
-            "(title ILIKE $text ESCAPE '\\' OR body ILIKE $text ESCAPE '\\' "
-            "OR posting_id ILIKE $text ESCAPE '\\' OR CAST(labels AS VARCHAR) ILIKE $text "
-            "ESCAPE '\\' OR coalesce(note, '') ILIKE $text ESCAPE '\\')"
-        )
-        params["text"] = f"%{escaped}%"
+        clauses.append("row_number IN (SELECT unnest($matches))")
     if review_filter.only_queue:
         clauses.append("queue_position IS NOT NULL")
     if review_filter.only_sample:
@@ -248,29 +257,52 @@ class ReviewTables(Database):
             db.execute("DELETE FROM review_facts WHERE run_id = $run", {"run": run_id})
             db.execute(_FACTS_SQL, {"run": run_id})
 
-    def count_views(self, run_id: str, review_filter: RowFilter) -> dict[str, int]:
-        """How many rows each view holds under the current narrowing."""
+    def text_matches(self, run_id: str, text: str) -> list[int]:
+        """Row numbers whose title, body, id, labels (rationales) or a note contain `text`
+        (literally: % and _ are not wildcards); kept for the rest of this request."""
+        cache = self.__dict__.setdefault("_text_matches", {})
+        if (run_id, text) not in cache:
+            escaped = re.sub(r"([\\%_])", r"\\\1", text)
+            cache[(run_id, text)] = [
+                row[0]
+                for row in self.db.execute(
+                    _TEXT_SQL, {"run": run_id, "text": f"%{escaped}%"}
+                ).fetchall()
+            ]
+        return cache[(run_id, text)]
+
+    def _filter_params(self, run_id: str, review_filter: RowFilter) -> tuple[str, dict[str, Any]]:
         self.refresh_review_facts(run_id)
         narrowing, params = _narrowing(review_filter)
-        selects = ", ".join(
+        params = {**_base_params(run_id, review_filter), **params}
+        if review_filter.text:
+            params["matches"] = self.text_matches(run_id, review_filter.text)
+        return narrowing, params
+
+    def count_views(self, run_id: str, review_filter: RowFilter) -> dict[str, int]:
+        """How many rows each view holds under the current narrowing, and (`bulk`) how many
+        rows of the chosen view a bulk accept would take: open to the reviewer, labelled."""
+        narrowing, params = self._filter_params(run_id, review_filter)
+        selects = [
             f"count(*) FILTER (WHERE {predicate}) AS {view}"
             for view, predicate in VIEW_PREDICATES.items()
+        ]
+        selects.append(
+            f"count(*) FILTER (WHERE {VIEW_PREDICATES[review_filter.view]} AND {BULK_OPEN})"
         )
         row = self.db.execute(
-            _BASE_SQL + f"SELECT {selects} FROM review WHERE {narrowing}",
-            {**_base_params(run_id, review_filter), **_threshold_params(review_filter), **params},
+            _BASE_SQL + f"SELECT {', '.join(selects)} FROM review WHERE {narrowing}",
+            {**params, **_threshold_params(review_filter)},
         ).fetchone()
-        return dict(zip(VIEW_PREDICATES, (int(value) for value in row), strict=True))
+        return dict(zip([*VIEW_PREDICATES, "bulk"], (int(value) for value in row), strict=True))
 
     def matching_row_numbers(
         self, run_id: str, review_filter: RowFilter, paged: bool = True, extra: str = "TRUE"
     ) -> list[int]:
         """The row numbers of one page (or, `paged=False`, of the whole view), picked on narrow
         columns: bodies and shortlists of the other rows are never touched."""
-        self.refresh_review_facts(run_id)
-        narrowing, params = _narrowing(review_filter)
+        narrowing, params = self._filter_params(run_id, review_filter)
         where = f"{VIEW_PREDICATES[review_filter.view]} AND {narrowing} AND {extra}"
-        params = {**_base_params(run_id, review_filter), **params}
         if review_filter.view == "low_confidence":  # DuckDB rejects unused parameters
             params.update(_threshold_params(review_filter))
         sql = _BASE_SQL + (
@@ -330,11 +362,11 @@ class ReviewTables(Database):
 
     def top_label_counts(self, run_id: str) -> list[tuple[str, str | None, int]]:
         """(code, title, rows) for every top label in the run, most frequent first."""
+        self.refresh_review_facts(run_id)
         return self.db.execute(
-            "SELECT json_extract_string(labels, '$[0].onet_code') AS code, "
-            "any_value(json_extract_string(labels, '$[0].onet_title')), count(*) AS n "
-            "FROM run_rows WHERE run_id = ? AND code IS NOT NULL "
-            "GROUP BY code ORDER BY n DESC, code",
+            "SELECT label_code, any_value(label_title), count(*) AS n FROM review_facts "
+            "WHERE run_id = ? AND label_code IS NOT NULL "
+            "GROUP BY label_code ORDER BY n DESC, label_code",
             [run_id],
         ).fetchall()
 

@@ -119,6 +119,7 @@ def test_counts_and_views_follow_llm_rows(llm_store):
         "reviewed": 0,
         "flagged": 0,
         "reviewers_differ": 0,
+        "bulk": 6,  # what a bulk accept of "all" would take: open rows with a label
     }
     no_margin = filter_counts(store, run_id, ReviewFilter(margin_below=0.0))
     assert no_margin["low_confidence"] == 2  # confidence and disagreement alone

@@ -122,7 +122,7 @@ _ORDER: dict[str, str] = {
 # The narrow per-row facts every filter reads, extracted from the JSON columns once per run
 # (and again when the run has grown): a filter over 100,000 rows then scans numbers, not JSON.
 _FACTS_SQL = """
-INSERT INTO review_facts
+INSERT INTO review_facts (run_id, row_number, label_code, label_title, embedding_code, confidence, margin)
 SELECT run_id, row_number,
        json_extract_string(labels, '$[0].onet_code'),
        json_extract_string(labels, '$[0].onet_title'),
@@ -387,6 +387,7 @@ class ReviewTables(Database):
             "role",
         ]
         decision = {"undoes": None, "role": "review", **decision}
+        self.__dict__.pop("_text_matches", None)  # a note may now match
         decision_id, decided_at = self.db.execute(
             f"INSERT INTO review_decisions ({', '.join(columns)}, decided_at) "
             f"VALUES ({', '.join('?' for _ in columns)}, ?) RETURNING decision_id, decided_at",
@@ -399,6 +400,7 @@ class ReviewTables(Database):
         bulk accept of a whole filter is one statement, not one per row."""
         frame = decisions.copy()
         frame["decided_at"] = now()
+        self.__dict__.pop("_text_matches", None)
         with self.transaction() as db:
             db.register("bulk_decisions", frame)
             db.execute(

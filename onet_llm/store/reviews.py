@@ -122,7 +122,8 @@ _ORDER: dict[str, str] = {
 # The narrow per-row facts every filter reads, extracted from the JSON columns once per run
 # (and again when the run has grown): a filter over 100,000 rows then scans numbers, not JSON.
 _FACTS_SQL = """
-INSERT INTO review_facts (run_id, row_number, label_code, label_title, embedding_code, confidence, margin)
+INSERT INTO review_facts
+    (run_id, row_number, label_code, label_title, embedding_code, confidence, margin)
 SELECT run_id, row_number,
        json_extract_string(labels, '$[0].onet_code'),
        json_extract_string(labels, '$[0].onet_title'),

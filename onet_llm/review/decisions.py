@@ -1,48 +1,53 @@
-"""Deciding and exporting: an auditor's accept or override of a row's top label, appended to
-the store (never updated: the latest decision per row counts, and each keeps the label it
-replaced, the reviewer and the time), and the export of those decisions as training or
-evaluation data."""
+"""Recording what an auditor decided about a row: accept, override, unsure, flag, comment, undo,
+and bulk accept. Every decision is a new row of `review_decisions`; nothing is updated.
+
+- accept / override settle the row's label (an override names the occupation);
+- unsure / flag mark it for someone else (no label; the disagreement and flagged views find it);
+- comment adds a note and changes nothing else;
+- undo retracts the reviewer's newest decision in force on the row (itself recorded).
+A decision made from the disagreement view is an adjudication: it settles the row and is left
+out of the agreement figures, which compare the reviewers' own labels.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 import pandas as pd
 
 from onet_llm.errors import InputError
 from onet_llm.review.queries import (
-    MAX_NOTE_CHARACTERS,
-    MAX_REVIEWER_CHARACTERS,
-    Action,
     Decision,
+    ReviewFilter,
     ReviewRow,
-    resolve_run,
-    row_from_record,
+    review_row_from_record,
 )
 from onet_llm.store import Store
-from onet_llm.tables import TableWriter, table_format
-from onet_llm.taxonomy import Taxonomy, soc_code
+from onet_llm.store.reviews import BULK_OPEN
+from onet_llm.taxonomy import Taxonomy
 
-EXPORT_COLUMNS = [
-    "id",
-    "title",
-    "body",
-    "onet_code",
-    "onet_title",
-    "previous_onet_code",
-    "previous_onet_title",
-    "decision",
-    "source",
-    "reviewer",
-    "note",
-    "decided_at",
-    "run_id",
-    "row_number",
-]
+Action = Literal["accept", "override", "unsure", "flag", "comment", "undo"]
+Role = Literal["review", "adjudication"]
+MAX_REVIEWER_CHARACTERS = 100
+MAX_NOTE_CHARACTERS = 2000
+MAX_BULK_ROWS = 100_000
 
-# -- deciding --------------------------------------------------------------------------------
+
+def _check_names(reviewer: str, note: str) -> None:
+    if not reviewer:
+        raise InputError("a decision needs a reviewer name")
+    if len(reviewer) > MAX_REVIEWER_CHARACTERS or len(note) > MAX_NOTE_CHARACTERS:
+        raise InputError(
+            f"reviewer names are at most {MAX_REVIEWER_CHARACTERS} characters and notes at most "
+            f"{MAX_NOTE_CHARACTERS}"
+        )
+
+
+def _one_row(store: Store, run_id: str, row_number: int, reviewer: str) -> ReviewRow:
+    record = store.review_record(run_id, row_number, reviewer)
+    if record is None:
+        raise InputError(f"run {run_id} has no row {row_number}")
+    return review_row_from_record(record)
 
 
 def record_decision(
@@ -54,112 +59,119 @@ def record_decision(
     reviewer: str,
     onet_code: str | None = None,
     note: str = "",
+    role: Role = "review",
 ) -> Decision:
-    """Append an accept (of the row's current label) or an override (to `onet_code`)."""
-    reviewer = reviewer.strip()
-    note = note.strip()
-    if not reviewer:
-        raise InputError("a decision needs a reviewer name")
-    if len(reviewer) > MAX_REVIEWER_CHARACTERS or len(note) > MAX_NOTE_CHARACTERS:
-        raise InputError(
-            f"reviewer names are at most {MAX_REVIEWER_CHARACTERS} characters and notes at most "
-            f"{MAX_NOTE_CHARACTERS}"
-        )
+    """Append one decision by `reviewer` on the row (see the module docstring)."""
+    reviewer, note = reviewer.strip(), note.strip()
+    _check_names(reviewer, note)
     if action not in get_args(Action):
-        raise InputError(f"unknown decision {action!r} (use accept or override)")
-    row = _one_row(store, run_id, row_number)
+        raise InputError(
+            f"unknown decision {action!r} (use accept, override, unsure, flag, comment or undo)"
+        )
+    if role not in get_args(Role):
+        raise InputError(f"unknown role {role!r} (use review or adjudication)")
+    row = _one_row(store, run_id, row_number, reviewer)
     previous = row.current_code
-    if action == "accept":
-        if previous is None:
-            raise InputError(f"row {row_number} has no label to accept; override it instead")
-        chosen = previous
-    else:
+    undoes = None
+    if action == "undo":
+        undoes = store.last_decision_in_force(run_id, row_number, reviewer)
+        if undoes is None:
+            raise InputError(f"{reviewer} has no decision on row {row_number} to undo")
+    if action == "override":
         chosen = (onet_code or "").strip()
         if chosen not in taxonomy:
             raise InputError(f"{chosen!r} is not an O*NET 30.1 occupation code")
         if chosen == previous:
             action = "accept"
-    decision_id, decided_at = store.insert_decision(
-        {
-            "run_id": run_id,
-            "row_number": row_number,
-            "posting_id": row.posting_id,
-            "action": action,
-            "onet_code": chosen,
-            "onet_title": taxonomy.title(chosen),
-            "previous_onet_code": previous,
-            "previous_onet_title": taxonomy.title(previous) if previous in taxonomy else None,
-            "reviewer": reviewer,
-            "note": note,
-        }
-    )
+    elif action == "accept":
+        if previous is None:
+            raise InputError(f"row {row_number} has no label to accept; override it instead")
+        chosen = previous
+    else:  # unsure, flag, comment, undo: the label stays what it was
+        chosen = previous or ""
+    values = {
+        "run_id": run_id,
+        "row_number": row_number,
+        "posting_id": row.posting_id,
+        "action": action,
+        "onet_code": chosen,
+        "onet_title": taxonomy.title(chosen) if chosen in taxonomy else "",
+        "previous_onet_code": previous,
+        "previous_onet_title": taxonomy.title(previous) if previous in taxonomy else None,
+        "reviewer": reviewer,
+        "note": note,
+        "undoes": undoes,
+        "role": role,
+    }
+    decision_id, decided_at = store.insert_decision(values)
     return Decision(
-        decision_id=int(decision_id),
+        decision_id=decision_id,
         action=action,
         onet_code=chosen,
-        onet_title=taxonomy.title(chosen),
+        onet_title=values["onet_title"],
         previous_onet_code=previous,
-        previous_onet_title=taxonomy.title(previous) if previous in taxonomy else None,
+        previous_onet_title=values["previous_onet_title"],
         reviewer=reviewer,
         note=note,
         decided_at=decided_at,
+        role=role,
     )
 
 
-def _one_row(store: Store, run_id: str, row_number: int) -> ReviewRow:
-    record = store.review_record(run_id, row_number)
-    if record is None:
-        raise InputError(f"run {run_id} has no row {row_number}")
-    return row_from_record(record)
+def bulk_accept_rows(
+    store: Store, run_id: str, review_filter: ReviewFilter, row_numbers: list[int] | None = None
+) -> list[int]:
+    """The rows a bulk accept by `review_filter.reviewer` would accept: those of the filter (or
+    only `row_numbers`, the rows on screen, when given) that have a label and no decision of
+    theirs yet. The confirmation names their count before anything is written."""
+    rows = store.matching_row_numbers(run_id, review_filter, paged=False, extra=BULK_OPEN)
+    if row_numbers is not None:
+        wanted = set(row_numbers)
+        rows = [row for row in rows if row in wanted]
+    return rows
 
 
-# -- exporting -------------------------------------------------------------------------------
-
-
-def decisions_frame(
-    store: Store, run_id: str | None = None, only_overrides: bool = False
-) -> pd.DataFrame:
-    """The latest decision per reviewed row, joined to its posting, in EXPORT_COLUMNS order.
-
-    `id, title, body, onet_code` is the layout `train --data` and `eval --data` read, so an
-    export is ready to use as training or evaluation data; the other columns are provenance.
-    """
-    frame = store.latest_decisions(run_id, only_overrides)
-    return frame.reindex(columns=EXPORT_COLUMNS)
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    rows: int
-    left_out: int  # decisions on rows without a title: `train --data` cannot use them
-
-
-def export_decisions(
-    store: Store, out: Path, run_id: str | None = None, only_overrides: bool = False
-) -> ExportSummary:
-    """Write the decisions to `out` (.csv, .parquet or .jsonl) atomically.
-
-    Rows without a title (empty postings an auditor labelled anyway) are left out and counted,
-    because `train --data` and `eval --data` reject them."""
-    table_format(out)
-    if run_id:
-        resolve_run(store, run_id)
-    frame = decisions_frame(store, run_id, only_overrides)
-    usable = frame["title"].fillna("").str.strip() != ""
-    left_out = int((~usable).sum())
-    frame = frame[usable]
-    writer = TableWriter(out)
-    try:
-        if writer.format == "jsonl":
-            writer.write(frame.astype(object).where(frame.notna(), None).to_dict("records"))
-        else:
-            writer.write(frame)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return ExportSummary(rows=len(frame), left_out=left_out)
-
-
-def major_group_of(onet_code: str) -> str:
-    return soc_code(onet_code, "major")
+def bulk_accept(
+    store: Store,
+    taxonomy: Taxonomy,
+    run_id: str,
+    review_filter: ReviewFilter,
+    row_numbers: list[int] | None = None,
+    expected: int | None = None,
+) -> int:
+    """Accept the top label of every row `bulk_accept_rows` names, in one transaction.
+    `expected` is the count the reviewer confirmed: if the rows changed since (someone else
+    decided some), nothing is written and the reviewer is asked again."""
+    reviewer = review_filter.reviewer.strip()
+    _check_names(reviewer, "")
+    rows = bulk_accept_rows(store, run_id, review_filter, row_numbers)
+    if expected is not None and expected != len(rows):
+        raise InputError(
+            f"the rows changed: {len(rows)} would be accepted now, not {expected}; confirm again"
+        )
+    if len(rows) > MAX_BULK_ROWS:
+        raise InputError(f"a bulk accept takes at most {MAX_BULK_ROWS:,} rows; narrow the filter")
+    if not rows:
+        return 0
+    facts = store.run_row_facts(run_id).set_index("row_number")
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "row_number": number,
+                "posting_id": facts.at[number, "posting_id"],
+                "action": "accept",
+                "onet_code": code,
+                "onet_title": taxonomy.title(code),
+                "previous_onet_code": code,
+                "previous_onet_title": taxonomy.title(code),
+                "reviewer": reviewer,
+                "note": "bulk accept",
+                "undoes": None,
+                "role": "review",
+            }
+            for number in rows
+            if (code := facts.at[number, "label_code"]) in taxonomy
+        ]
+    )
+    return store.insert_decisions(frame) if not frame.empty else 0

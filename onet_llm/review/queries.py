@@ -1,10 +1,10 @@
-"""Auditing a labelling run: filter its rows, record accept/override decisions, export them.
+"""Reading a labelling run for audit: which rows a filter shows, and each row as the page shows
+it (posting, labels, shortlist, the LLM call behind it, its decisions).
 
-The review page (`review/web.py`) and `onet-llm review export` both sit on these functions.
-Decisions are appended, never updated: the latest one per row counts, and each keeps the label
-it replaced, the reviewer and the time, so the audit trail is complete. The SQL (filtering
-happens in DuckDB, so a run of millions of rows pages as quickly as a small one) lives in
-`store/reviews.py`; this module checks what the auditor asked for and shapes what the page shows.
+Recording decisions is `review.decisions`, exporting them `review.export`. The SQL (filtering
+happens in DuckDB, over narrow per-row facts, so a run of 100,000 rows filters as quickly as a
+small one) lives in `store/reviews.py`; this module checks what the auditor asked for and shapes
+what the page shows.
 """
 
 from __future__ import annotations
@@ -13,49 +13,46 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import pandas as pd
 
 from onet_llm.errors import StoreError
+from onet_llm.review.calls import call_panel, redact
 from onet_llm.store import Store
+from onet_llm.taxonomy import soc_code
 
-View = Literal["all", "disagree", "low_confidence", "problems", "unreviewed", "reviewed"]
-Sort = Literal["row", "confidence_asc", "confidence_desc"]
-Action = Literal["accept", "override"]
+View = Literal[
+    "all",
+    "disagree",
+    "low_confidence",
+    "problems",
+    "unreviewed",
+    "reviewed",
+    "flagged",
+    "reviewers_differ",
+]
+Sort = Literal["row", "queue", "confidence_asc", "confidence_desc", "margin_asc"]
 
 VIEWS: dict[str, str] = {
     "all": "all rows",
-    "disagree": "LLM disagrees with embedding top-1",
+    "disagree": "LLM ≠ embedding top-1",
     "low_confidence": "low confidence",
     "problems": "fallbacks and errors",
     "unreviewed": "not reviewed yet",
     "reviewed": "reviewed",
+    "flagged": "unsure or flagged",
+    "reviewers_differ": "reviewers disagree",
 }
 DEFAULT_LOW_CONFIDENCE = 0.5
-MAX_REVIEWER_CHARACTERS = 100
-MAX_NOTE_CHARACTERS = 2000
+# Embedding top-1 minus top-2 cosine below which a row counts as low confidence: the same
+# default as the cascade's ONET_LLM_UNCERTAIN_MARGIN (measured in the README).
+DEFAULT_MARGIN = 0.05
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 
-# Columns of the LLM stage's `calls` table worth showing an auditor, in display order. Only
-# those present are read; request payloads are never shown.
-CALL_COLUMNS = [
-    "model",
-    "prompt_version",
-    "status",
-    "error",
-    "attempts",
-    "validation_retries",
-    "transport_retries",
-    "tokens_in",
-    "tokens_out",
-    "cost_usd",
-    "latency_s",
-    "created_at",
-    "response_parsed",
-    "response_raw",
-]
 SECRET_KEY = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
 
 
 @dataclass(frozen=True)
@@ -67,9 +64,13 @@ class ReviewFilter:
     major_group: str = ""
     text: str = ""
     low_confidence_below: float = DEFAULT_LOW_CONFIDENCE
+    margin_below: float = DEFAULT_MARGIN
+    reviewer: str = ""  # who is reviewing: their decisions are the ones shown and counted
+    only_queue: bool = False  # only rows in the reviewer's queue
+    only_sample: bool = False  # only rows of the run's audit sample
     sort: Sort = "row"
     page: int = 1
-    page_size: int = 50
+    page_size: int = DEFAULT_PAGE_SIZE
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> ReviewFilter:
@@ -83,8 +84,13 @@ class ReviewFilter:
             major_group=query.get("major", "").strip(),
             text=query.get("q", "").strip()[:200],
             low_confidence_below=_float(query.get("low"), DEFAULT_LOW_CONFIDENCE),
+            margin_below=_float(query.get("margin"), DEFAULT_MARGIN),
+            reviewer=query.get("reviewer", "").strip()[:100],
+            only_queue=query.get("queue") == "1",
+            only_sample=query.get("sample") == "1",
             sort=sort if sort in get_args(Sort) else "row",  # type: ignore[arg-type]
-            page=max(1, int(_float(query.get("page"), 1))),
+            page=max(1, int(min(_float(query.get("page"), 1), 10**9))),
+            page_size=int(min(MAX_PAGE_SIZE, max(1, _float(query.get("size"), DEFAULT_PAGE_SIZE)))),
         )
 
     def query(self, **changes: Any) -> dict[str, str]:
@@ -95,8 +101,13 @@ class ReviewFilter:
             "major": self.major_group,
             "q": self.text,
             "low": "" if self.low_confidence_below == DEFAULT_LOW_CONFIDENCE else self.low,
+            "margin": "" if self.margin_below == DEFAULT_MARGIN else f"{self.margin_below:g}",
+            "reviewer": self.reviewer,
+            "queue": "1" if self.only_queue else "",
+            "sample": "1" if self.only_sample else "",
             "sort": "" if self.sort == "row" else self.sort,
             "page": "" if self.page == 1 else str(self.page),
+            "size": "" if self.page_size == DEFAULT_PAGE_SIZE else str(self.page_size),
         }
         values.update({key: str(value) for key, value in changes.items()})
         if values["view"] == "all":
@@ -107,13 +118,17 @@ class ReviewFilter:
     def low(self) -> str:
         return f"{self.low_confidence_below:g}"
 
+    @property
+    def margin(self) -> str:
+        return f"{self.margin_below:g}"
+
 
 def _float(raw: str | None, default: float) -> float:
     try:
         value = float(raw) if raw not in (None, "") else default
-    except ValueError:
+    except (ValueError, OverflowError):
         return default
-    return value if value == value else default  # NaN
+    return value if value == value and abs(value) != float("inf") else default  # NaN, inf
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,16 @@ class RunSummary:
     finished_at: datetime | None
     settings: dict[str, str]
 
+    @property
+    def input_name(self) -> str:
+        return Path(self.input_path).name if self.input_path else "(no input file)"
+
+    @property
+    def status_text(self) -> str:
+        """`running` is all the store knows of a run that never finished: it may still be
+        running, or have been killed."""
+        return "unfinished (running or stopped)" if self.status == "running" else self.status
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -140,6 +165,7 @@ class Decision:
     reviewer: str
     note: str
     decided_at: datetime
+    role: str = "review"
 
 
 @dataclass
@@ -156,8 +182,14 @@ class ReviewRow:
     shortlist: list[dict]  # [{onet_code, onet_title, score, label_rank}] best first
     labels: list[dict]  # [{onet_code, onet_title, score, rationale?, confidence?, ...}]
     confidence: float | None
+    margin: float | None
     decision: Decision | None
+    labellers: int = 0  # reviewers whose label (accept/override) is in force on the row
+    reviewers_differ: bool = False
+    queue_position: int | None = None
+    in_sample: bool = False
     call: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> dict | None:
@@ -179,9 +211,17 @@ class ReviewRow:
     @property
     def current_code(self) -> str | None:
         """The label as it stands now: the latest decision's, else the run's top label."""
-        if self.decision:
+        if self.decision and self.decision.onet_code:
             return self.decision.onet_code
         return self.label["onet_code"] if self.label else None
+
+    def is_doubtful(self, low_confidence: float, margin: float) -> bool:
+        """The page's low-confidence rule (store.reviews.LOW_CONFIDENCE) for this row."""
+        return bool(
+            (self.confidence is not None and self.confidence < low_confidence)
+            or (self.margin is not None and self.margin < margin)
+            or self.disagrees
+        )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -221,7 +261,8 @@ def resolve_run(store: Store, run_id: str | None) -> RunSummary:
 
 
 def filter_counts(store: Store, run_id: str, review_filter: ReviewFilter) -> dict[str, int]:
-    """How many rows each view holds under the current occupation/group/text narrowing."""
+    """How many rows each view holds under the current occupation/group/text narrowing, and
+    under `bulk` how many of the chosen view's rows a bulk accept would take."""
     return store.count_views(run_id, review_filter)
 
 
@@ -236,15 +277,24 @@ def review_rows(
     if counts is None:
         counts = filter_counts(store, run_id, review_filter)
     page = store.page_row_numbers(run_id, review_filter)
-    by_number = store.review_records(run_id, page)
-    rows = [row_from_record(by_number[number]) for number in page]
-    calls = _calls(store, [row.call_key for row in rows if row.call_key])
+    return load_rows(store, run_id, page, review_filter.reviewer), counts[review_filter.view]
+
+
+def load_rows(store: Store, run_id: str, row_numbers: list[int], reviewer: str) -> list[ReviewRow]:
+    """These rows, whole, with their LLM call and decision history, in the order given."""
+    by_number = store.review_records(run_id, row_numbers, reviewer)
+    rows = [review_row_from_record(by_number[number]) for number in row_numbers]
+    calls = call_panel(store, [row.call_key for row in rows if row.call_key])
+    history: dict[int, list[dict[str, Any]]] = {}
+    for entry in store.decision_history(run_id, row_numbers):
+        history.setdefault(int(entry["row_number"]), []).append(entry)
     for row in rows:
         row.call = calls.get(row.call_key or "", {})
-    return rows, counts[review_filter.view]
+        row.history = history.get(row.row_number, [])
+    return rows
 
 
-def row_from_record(record: dict[str, Any]) -> ReviewRow:
+def review_row_from_record(record: dict[str, Any]) -> ReviewRow:
     labels = _json_list(record["labels"])
     label_rank = {label.get("onet_code"): rank for rank, label in enumerate(labels, start=1)}
     shortlist = [
@@ -263,8 +313,10 @@ def row_from_record(record: dict[str, Any]) -> ReviewRow:
             reviewer=record["reviewer"],
             note=_text_or_none(record["note"]) or "",
             decided_at=record["decided_at"],
+            role=_text_or_none(record["role"]) or "review",
         )
-    confidence = record["confidence"]
+    confidence, margin = record["confidence"], record["margin"]
+    position = record["queue_position"]
     return ReviewRow(
         row_number=int(record["row_number"]),
         posting_id=_text_or_none(record["posting_id"]) or "",
@@ -276,7 +328,12 @@ def row_from_record(record: dict[str, Any]) -> ReviewRow:
         shortlist=shortlist,
         labels=labels,
         confidence=None if pd.isna(confidence) else float(confidence),
+        margin=None if pd.isna(margin) else float(margin),
         decision=decision,
+        labellers=int(record["labellers"]),
+        reviewers_differ=bool(record["reviewers_differ"]),
+        queue_position=None if pd.isna(position) else int(position),
+        in_sample=bool(record["in_sample"]),
     )
 
 
@@ -291,20 +348,6 @@ def _text_or_none(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
     return str(value)
-
-
-def _calls(store: Store, call_keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The LLM calls behind these rows, when the store has a `calls` table."""
-    records = store.call_records(call_keys, CALL_COLUMNS)
-    calls: dict[str, dict[str, Any]] = {}
-    for record in records:
-        key = record.pop("call_key")
-        calls[key] = {
-            name: redact(str(value))
-            for name, value in record.items()
-            if value is not None and not (isinstance(value, float) and value != value)
-        }
-    return calls
 
 
 def run_occupations(store: Store, run_id: str) -> list[tuple[str, str, int]]:
@@ -336,6 +379,5 @@ def settings_for_display(raw: str | None) -> dict[str, str]:
     return flat
 
 
-def redact(text: str) -> str:
-    """Blank out API-key and bearer-token shaped strings before anything reaches the page."""
-    return SECRET_VALUE.sub("(redacted)", text)
+def major_group_of(onet_code: str) -> str:
+    return soc_code(onet_code, "major")

@@ -128,11 +128,69 @@ def m004_kept_columns(db: Connection) -> None:
     db.execute("ALTER TABLE run_rows ADD COLUMN kept JSON")
 
 
+def m005_review_queues_and_samples(db: Connection) -> None:
+    """Auditor workflow: per-reviewer queues (with overlap for agreement), seeded audit samples,
+    and decisions that can be undone or mark an adjudication, still append-only.
+
+    `undoes` names the decision an `undo` retracts; `role` is `review` for a queue decision and
+    `adjudication` for the one that settles a disagreement. Older decisions read as reviews."""
+    db.execute("ALTER TABLE review_decisions ADD COLUMN undoes BIGINT")
+    db.execute("ALTER TABLE review_decisions ADD COLUMN role VARCHAR DEFAULT 'review'")
+    db.execute("UPDATE review_decisions SET role = 'review' WHERE role IS NULL")
+    db.execute("CREATE SEQUENCE review_assignment_ids START 1")
+    db.execute(
+        """
+        CREATE TABLE review_queues (
+            assignment_id BIGINT NOT NULL,    -- one `review assign`: the newest one counts
+            run_id VARCHAR NOT NULL,
+            reviewer VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,
+            position BIGINT NOT NULL,         -- order in the reviewer's queue, from 1
+            overlap BOOLEAN NOT NULL,         -- the row is also in another reviewer's queue
+            assigned_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE SEQUENCE review_sample_ids START 1")
+    db.execute(
+        """
+        CREATE TABLE review_samples (
+            sample_id BIGINT NOT NULL,        -- one `review sample`: the newest one counts
+            run_id VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,
+            stratify VARCHAR NOT NULL,        -- none | confidence | source
+            stratum VARCHAR NOT NULL,         -- 'all' when not stratified
+            stratum_rows BIGINT NOT NULL,     -- rows of the run in the stratum (N_h)
+            stratum_sample BIGINT NOT NULL,   -- rows drawn from it (n_h)
+            seed BIGINT NOT NULL,
+            drawn_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    # Derived, rebuilt whenever a run has rows it lacks (store/reviews.py): the narrow columns
+    # every review filter reads, so filters over a large run scan numbers instead of JSON.
+    db.execute(
+        """
+        CREATE TABLE review_facts (
+            run_id VARCHAR NOT NULL,
+            row_number BIGINT NOT NULL,
+            label_code VARCHAR,               -- the run's top-1 label
+            label_title VARCHAR,
+            embedding_code VARCHAR,           -- the embedding's top-1 (shortlist position 1)
+            confidence DOUBLE,                -- the LLM's stated confidence in its top-1
+            margin DOUBLE,                    -- embedding score of top-1 minus top-2
+            PRIMARY KEY (run_id, row_number)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_runs,
     m002_llm_calls,
     m003_review_decisions,
     m004_kept_columns,
+    m005_review_queues_and_samples,
 ]
 
 

@@ -32,11 +32,16 @@ HOSTILE_ROWS = [
 ]
 
 
-def write_postings(folder: Path, real_postings: int = 20) -> Path:
-    """Real postings from examples/ (all 20 by default) plus the hostile and empty rows."""
+def write_postings(folder: Path, real_postings: int = 20, copies: int = 1) -> Path:
+    """Real postings from examples/ (all 20 by default, `copies` times with distinct ids)
+    plus the hostile and empty rows."""
     postings = pd.read_csv(REPO / "examples" / "postings.csv", dtype=str, keep_default_na=False)
     real = postings[["id", "title", "body", "onet_code"]].head(real_postings)
-    rows = real.to_dict("records") + HOSTILE_ROWS
+    rows = [
+        {**row, "id": row["id"] if copy == 0 else f"{row['id']}-{copy}"}
+        for copy in range(copies)
+        for row in real.to_dict("records")
+    ] + HOSTILE_ROWS
     path = folder / "postings.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "title", "body", "onet_code"])
@@ -45,9 +50,11 @@ def write_postings(folder: Path, real_postings: int = 20) -> Path:
     return path
 
 
-def label_into_store(folder: Path, home: Path, *extra: str, real_postings: int = 20) -> Path:
+def label_into_store(
+    folder: Path, home: Path, *extra: str, real_postings: int = 20, copies: int = 1
+) -> Path:
     """Run the real `onet-llm label` into a fresh store in `folder`; returns the store path."""
-    postings = write_postings(folder, real_postings)
+    postings = write_postings(folder, real_postings, copies)
     store = folder / "store.duckdb"
     result = CliRunner().invoke(
         app,
@@ -72,11 +79,13 @@ def label_into_store(folder: Path, home: Path, *extra: str, real_postings: int =
 class RunningReview:
     """A real review server on 127.0.0.1 (a free port) over `store`, for one test module."""
 
-    def __init__(self, store: Path, reviewer: str = "test-auditor") -> None:
-        from onet_llm.review.web import ReviewServer, bind, open_review
+    def __init__(
+        self, store: Path, reviewer: str = "test-auditor", host: str = "127.0.0.1"
+    ) -> None:
+        from onet_llm.review.server import ReviewServer, bind, open_review
 
         self.context = open_review(store, None, reviewer)
-        self.server = ReviewServer(self.context, bind("127.0.0.1", 0)).start()
+        self.server = ReviewServer(self.context, bind(host, 0)).start()
         self.url = self.server.url
 
     def stop(self) -> None:

@@ -162,164 +162,174 @@ def _page_data(store: Store, context: ReviewContext, query: dict[str, str]) -> d
     }
 
 
+def _context(request: Request) -> ReviewContext:
+    return request.app.state.review
+
+
+async def page(request: Request) -> Response:
+    """The page: one run's rows in the chosen view, filter and order."""
+    context = _context(request)
+    query = dict(request.query_params)
+    try:
+        data = await run_in_threadpool(context.with_store, lambda s: _page_data(s, context, query))
+    except StoreError as error:
+        return _error(error, 503, False)
+    link = _link(data["run"].run_id, data["filter"])
+    pages = max(1, -(-data["matching"] // data["filter"].page_size))
+    return _render(
+        "review.html",
+        **data,
+        views=VIEWS,
+        view_help=VIEW_HELP,
+        sorts=SORTS,
+        major_groups=SOC_MAJOR_GROUPS,
+        link=link,
+        here=link(),
+        pages=pages,
+        form_token=context.form_token,
+        open_rows=(),
+    )
+
+
+async def decide(request: Request) -> Response:
+    """One decision on one row: for fetch, JSON (the row re-rendered and the counts); else a
+    redirect back."""
+    context = _context(request)
+    wants_json = _wants_json(request)
+    values = {key: str(value) for key, value in (await request.form()).items()}
+    if not secrets.compare_digest(values.get("token", ""), context.form_token):
+        return _error(InputError("this form is stale: reload the page"), 403, wants_json)
+    try:
+        row_number = int(values.get("row_number", ""))
+    except ValueError:
+        return _error(InputError("a decision needs a row number"), 400, wants_json)
+    back = _safe_back(values.get("back", "/"))
+    query = dict(parse_qsl(urlsplit(back).query))
+
+    def save(store: Store) -> dict[str, Any]:
+        run = resolve_run(store, values.get("run"))
+        decision = record_decision(
+            store,
+            context.taxonomy,
+            run.run_id,
+            row_number,
+            values.get("action", ""),  # type: ignore[arg-type]
+            reviewer=values.get("reviewer", ""),
+            onet_code=values.get("onet_code"),
+            note=values.get("note", ""),
+            role=values.get("role", "review"),  # type: ignore[arg-type]
+        )
+        if not wants_json:
+            return {}
+        review_filter = replace(context.review_filter(query), reviewer=decision.reviewer)
+        rows = load_rows(store, run.run_id, [row_number], decision.reviewer)
+        html = _render_text(
+            "review_row.html",
+            row=rows[0],
+            run=run,
+            filter=review_filter,
+            here=back,
+            form_token=context.form_token,
+            open_rows=(row_number,),
+        )
+        counts = filter_counts(store, run.run_id, review_filter)
+        return {"action": decision.action, "html": html, "counts": counts}
+
+    try:
+        answer = await run_in_threadpool(context.with_store, save)
+    except StoreError as error:
+        return _error(error, 503, wants_json)
+    except InputError as error:
+        return _error(error, 400, wants_json)
+    if wants_json:
+        return JSONResponse(answer)
+    return RedirectResponse(f"{back}#row-{row_number}", status_code=303)
+
+
+async def bulk(request: Request) -> Response:
+    """Bulk accept: unconfirmed, the count it would accept (or a confirmation page); confirmed,
+    the decisions."""
+    context = _context(request)
+    wants_json = _wants_json(request)
+    values = {key: str(value) for key, value in (await request.form()).items()}
+    if not secrets.compare_digest(values.get("token", ""), context.form_token):
+        return _error(InputError("this form is stale: reload the page"), 403, wants_json)
+    back = _safe_back(values.get("filter", "/"))
+    review_filter = context.review_filter(dict(parse_qsl(urlsplit(back).query)))
+    scope = values.get("scope", "page")
+    try:
+        rows = [int(n) for n in values.get("rows", "").split(",") if n] if scope == "page" else None
+        expected = int(values["expected"]) if values.get("expected") else None
+    except ValueError:
+        return _error(InputError("a bulk accept needs row numbers and a count"), 400, wants_json)
+
+    def work(store: Store) -> tuple[bool, int]:
+        """(written, rows): unconfirmed, only count the rows it would accept."""
+        run = resolve_run(store, values.get("run"))
+        if values.get("confirmed") != "1":
+            return False, len(bulk_accept_rows(store, run.run_id, review_filter, rows))
+        return True, bulk_accept(store, context.taxonomy, run.run_id, review_filter, rows, expected)
+
+    try:
+        written, outcome = await run_in_threadpool(context.with_store, work)
+    except StoreError as error:
+        return _error(error, 503, wants_json)
+    except InputError as error:
+        return _error(error, 400, wants_json)
+    if not written and wants_json:
+        return JSONResponse({"count": outcome})
+    if not written:
+        return _render(
+            "review_confirm.html",
+            count=outcome,
+            reviewer=review_filter.reviewer,
+            scope=scope,
+            rows=values.get("rows", ""),
+            run_id=values.get("run", ""),
+            back=back,
+            form_token=context.form_token,
+        )
+    if wants_json:
+        return JSONResponse({"accepted": outcome})
+    return RedirectResponse(back, status_code=303)
+
+
+async def occupations(request: Request) -> Response:
+    """The occupation search of the override box, over the whole taxonomy."""
+    context = _context(request)
+    hits = context.taxonomy.search_titles(request.query_params.get("q", "")[:100], limit=25)
+    return JSONResponse([{"onet_code": hit.code, "onet_title": hit.title} for hit in hits])
+
+
+async def export(request: Request) -> Response:
+    """The reviewed labels as a CSV download, formula-like cells neutralised."""
+    context = _context(request)
+    run_id = request.query_params.get("run") or None
+    only_overrides = request.query_params.get("only") == "overrides"
+
+    def load(store: Store) -> str:
+        if run_id:
+            resolve_run(store, run_id)
+        return decisions_csv(store, run_id, only_overrides)
+
+    try:
+        csv_text = await run_in_threadpool(context.with_store, load)
+    except StoreError as error:
+        return _error(error, 404, False)
+    name = f"corrections-{run_id}.csv" if run_id else "corrections.csv"
+    return Response(
+        csv_text,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
 def create_app(
     context: ReviewContext, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 ) -> Starlette:
     """The review app. Only requests naming one of `allowed_hosts` are answered."""
-
-    async def page(request: Request) -> Response:
-        query = dict(request.query_params)
-        try:
-            data = await run_in_threadpool(
-                context.with_store, lambda s: _page_data(s, context, query)
-            )
-        except StoreError as error:
-            return _error(error, 503, False)
-        link = _link(data["run"].run_id, data["filter"])
-        pages = max(1, -(-data["matching"] // data["filter"].page_size))
-        return _render(
-            "review.html",
-            **data,
-            views=VIEWS,
-            view_help=VIEW_HELP,
-            sorts=SORTS,
-            major_groups=SOC_MAJOR_GROUPS,
-            link=link,
-            here=link(),
-            pages=pages,
-            form_token=context.form_token,
-            open_rows=(),
-        )
-
-    async def decide(request: Request) -> Response:
-        wants_json = _wants_json(request)
-        values = {key: str(value) for key, value in (await request.form()).items()}
-        if not secrets.compare_digest(values.get("token", ""), context.form_token):
-            return _error(InputError("this form is stale: reload the page"), 403, wants_json)
-        try:
-            row_number = int(values.get("row_number", ""))
-        except ValueError:
-            return _error(InputError("a decision needs a row number"), 400, wants_json)
-        back = _safe_back(values.get("back", "/"))
-        query = dict(parse_qsl(urlsplit(back).query))
-
-        def save(store: Store) -> dict[str, Any]:
-            run = resolve_run(store, values.get("run"))
-            decision = record_decision(
-                store,
-                context.taxonomy,
-                run.run_id,
-                row_number,
-                values.get("action", ""),  # type: ignore[arg-type]
-                reviewer=values.get("reviewer", ""),
-                onet_code=values.get("onet_code"),
-                note=values.get("note", ""),
-                role=values.get("role", "review"),  # type: ignore[arg-type]
-            )
-            if not wants_json:
-                return {}
-            review_filter = replace(context.review_filter(query), reviewer=decision.reviewer)
-            rows = load_rows(store, run.run_id, [row_number], decision.reviewer)
-            html = _render_text(
-                "review_row.html",
-                row=rows[0],
-                run=run,
-                filter=review_filter,
-                here=back,
-                form_token=context.form_token,
-                open_rows=(row_number,),
-            )
-            counts = filter_counts(store, run.run_id, review_filter)
-            return {"action": decision.action, "html": html, "counts": counts}
-
-        try:
-            answer = await run_in_threadpool(context.with_store, save)
-        except StoreError as error:
-            return _error(error, 503, wants_json)
-        except InputError as error:
-            return _error(error, 400, wants_json)
-        if wants_json:
-            return JSONResponse(answer)
-        return RedirectResponse(f"{back}#row-{row_number}", status_code=303)
-
-    async def bulk(request: Request) -> Response:
-        wants_json = _wants_json(request)
-        values = {key: str(value) for key, value in (await request.form()).items()}
-        if not secrets.compare_digest(values.get("token", ""), context.form_token):
-            return _error(InputError("this form is stale: reload the page"), 403, wants_json)
-        back = _safe_back(values.get("filter", "/"))
-        review_filter = context.review_filter(dict(parse_qsl(urlsplit(back).query)))
-        scope = values.get("scope", "page")
-        try:
-            rows = (
-                [int(n) for n in values.get("rows", "").split(",") if n]
-                if scope == "page"
-                else None
-            )
-            expected = int(values["expected"]) if values.get("expected") else None
-        except ValueError:
-            return _error(
-                InputError("a bulk accept needs row numbers and a count"), 400, wants_json
-            )
-
-        def work(store: Store) -> tuple[bool, int]:
-            """(written, rows): unconfirmed, only count the rows it would accept."""
-            run = resolve_run(store, values.get("run"))
-            if values.get("confirmed") != "1":
-                return False, len(bulk_accept_rows(store, run.run_id, review_filter, rows))
-            return True, bulk_accept(
-                store, context.taxonomy, run.run_id, review_filter, rows, expected
-            )
-
-        try:
-            written, outcome = await run_in_threadpool(context.with_store, work)
-        except StoreError as error:
-            return _error(error, 503, wants_json)
-        except InputError as error:
-            return _error(error, 400, wants_json)
-        if not written and wants_json:
-            return JSONResponse({"count": outcome})
-        if not written:
-            return _render(
-                "review_confirm.html",
-                count=outcome,
-                reviewer=review_filter.reviewer,
-                scope=scope,
-                rows=values.get("rows", ""),
-                run_id=values.get("run", ""),
-                back=back,
-                form_token=context.form_token,
-            )
-        if wants_json:
-            return JSONResponse({"accepted": outcome})
-        return RedirectResponse(back, status_code=303)
-
-    async def occupations(request: Request) -> Response:
-        hits = context.taxonomy.search_titles(request.query_params.get("q", "")[:100], limit=25)
-        return JSONResponse([{"onet_code": hit.code, "onet_title": hit.title} for hit in hits])
-
-    async def export(request: Request) -> Response:
-        run_id = request.query_params.get("run") or None
-        only_overrides = request.query_params.get("only") == "overrides"
-
-        def load(store: Store) -> str:
-            if run_id:
-                resolve_run(store, run_id)
-            return decisions_csv(store, run_id, only_overrides)
-
-        try:
-            csv_text = await run_in_threadpool(context.with_store, load)
-        except StoreError as error:
-            return _error(error, 404, False)
-        name = f"corrections-{run_id}.csv" if run_id else "corrections.csv"
-        return Response(
-            csv_text,
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{name}"'},
-        )
-
     static = StaticFiles(packages=[("onet_llm.review", "static")])
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/decide", decide, methods=["POST"]),
@@ -333,3 +343,5 @@ def create_app(
             Middleware(SecurityHeaders),
         ],
     )
+    app.state.review = context
+    return app

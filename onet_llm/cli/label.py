@@ -13,8 +13,11 @@ from rich.table import Table
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
+    FusionOption,
     HomeOption,
+    InferExamplesOption,
     LlmModelOption,
+    LlmStagesOption,
     ModelOption,
     ShortlistSizeOption,
     StoreOption,
@@ -81,6 +84,9 @@ def label(
     max_cost_usd: MaxCostOption = None,
     llm_when: LlmWhenOption = None,
     candidate_order: CandidateOrderOption = None,
+    llm_stages: LlmStagesOption = None,
+    fusion: FusionOption = None,
+    infer_examples: InferExamplesOption = None,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.label import LabelOptions, open_input
@@ -95,6 +101,9 @@ def label(
         max_cost_usd=max_cost_usd,
         llm_when=llm_when,
         candidate_order=candidate_order,
+        llm_stages=llm_stages,
+        fusion=fusion,
+        infer_examples=infer_examples,
     )
     options = LabelOptions(
         top_k=top_k,
@@ -146,12 +155,37 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
             from onet_llm.rerank.reranker import Reranker
 
             reranker = Reranker(settings, run_store, labeler.taxonomy)
+            warn_if_measured_worse(run_store, settings)
+            if settings.infer_enabled:
+                reranker = open_infer_stages(settings, reranker, labeler)
             fingerprint["llm"] = settings.llm_fingerprint()
         summary = label_file(
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
             on_progress, reranker,
         )  # fmt: skip
         return summary, run_store.ledger(summary.run_id) if llm else None
+
+
+def open_infer_stages(settings: Settings, reranker, labeler):
+    """`--llm-stages infer,rerank`: the reranker behind the infer -> retrieve -> fuse step."""
+    from onet_llm.rerank.examples import ExamplePool
+    from onet_llm.rerank.stages import InferRerank
+
+    pool = None
+    if settings.infer_examples > 0:
+        with err_console.status("loading the infer examples (first run encodes them, ~minutes)"):
+            pool = ExamplePool.load(labeler.encoder, labeler.taxonomy, settings.index_cache_dir)
+    return InferRerank(reranker, labeler, pool)
+
+
+def warn_if_measured_worse(run_store, settings: Settings) -> None:
+    """One line on stderr when an evaluation in this store measured this LLM (with these
+    stages) lowering top-1 against embedding-only."""
+    from onet_llm.eval.guard import measured_harm
+
+    warning = measured_harm(run_store, settings.llm_model, settings.llm_stages)
+    if warning:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def print_label_summary(summary, llm_ledger) -> None:

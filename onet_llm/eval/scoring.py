@@ -66,6 +66,8 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
             for level in LEVELS
         },
     }
+    if run.fused_shortlists is not None:
+        shortlist["fused"] = fused_shortlist_recall(run, golds, indices, confidence)
     modes: dict[str, Any] = {}
     per_row_values: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for mode, outcome in run.outcomes.items():
@@ -117,6 +119,7 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
             ),
             "tolerance": CASCADE_TOLERANCE,
             "threshold": run.outcomes["cascade"].threshold,
+            "base": run.cascade_base,
             "threshold_chosen_on_this_data": options.cascade_threshold is None,
             "sweep": run.cascade_sweep,
         }
@@ -140,6 +143,23 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
         "cascade": cascade,
         "seconds": run.seconds,
     }
+
+
+def fused_shortlist_recall(
+    run: EvalRun, golds: list[str], indices: np.ndarray, confidence: float
+) -> dict[str, Any]:
+    """Recall of the fused shortlists (infer modes) per level, and its paired difference
+    with the embedding's own shortlist: what the infer stage adds, not only reorders."""
+    size = run.options.shortlist_size
+    out: dict[str, Any] = {"recall": {}, "difference": {}}
+    for level in LEVELS:
+        own = metric_values(hit_ranks(run.shortlists, golds, level), f"top{size}")
+        fused = metric_values(hit_ranks(run.fused_shortlists or [], golds, level), f"top{size}")
+        out["recall"][level] = interval(fused, indices, confidence)
+        out["difference"][level] = paired_difference(own, fused, indices, confidence)
+    lengths = [len(row) for row in run.fused_shortlists or []]
+    out["mean_length"] = float(np.mean(lengths)) if lengths else 0.0
+    return out
 
 
 def mode_abstain_rate(outcome: ModeOutcome) -> float:

@@ -53,7 +53,12 @@ class PromptTemplate:
         )
 
     def messages(self, title: str, body: str, candidates: list[dict], top_k: int) -> list[dict]:
-        user = self.user.render(title=title, body=body, candidates=candidates, top_k=top_k)
+        return self.render(title=title, body=body, candidates=candidates, top_k=top_k)
+
+    def render(self, **values: object) -> list[dict]:
+        """System and user messages with the user section rendered from `values` (a template
+        that uses a name not given fails: StrictUndefined)."""
+        user = self.user.render(**values)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
 

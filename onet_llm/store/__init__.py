@@ -1,6 +1,7 @@
-"""The DuckDB store: labelling runs and their rows, LLM calls (the cache) and their log, and
-review decisions. It owns every SQL statement of the package, and never imports a stage above
-it: `db` (the file and `transaction()`), `migrations`, then one module per group of tables.
+"""The DuckDB store: labelling runs and their rows, LLM calls (the cache) and their log,
+review decisions and evaluation results. It owns every SQL statement of the package, and never
+imports a stage above it: `db` (the file and `transaction()`), `migrations`, then one module
+per group of tables.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onet_llm.store.calls import CallTables
+from onet_llm.store.evals import EvalTables
 from onet_llm.store.migrations import apply_migrations
 from onet_llm.store.reviews import ReviewTables
 from onet_llm.store.runs import RUN_ROW_COLUMNS, RunRecord, RunTables
@@ -15,7 +17,7 @@ from onet_llm.store.runs import RUN_ROW_COLUMNS, RunRecord, RunTables
 __all__ = ["RUN_ROW_COLUMNS", "RunRecord", "Store"]
 
 
-class Store(RunTables, CallTables, ReviewTables):
+class Store(RunTables, CallTables, ReviewTables, EvalTables):
     """One DuckDB file. DuckDB allows one writing process per file: a second one gets a clear
     StoreError rather than a lock traceback."""
 

@@ -52,7 +52,8 @@ def fused_outcome(fused: list[list[str]], infer_rows: list[LLMRow], depth: int) 
 
 def combine_rows(infer_row: LLMRow, rerank_row: LLMRow) -> LLMRow:
     """Both calls behind one posting's infer-hybrid answer: tokens, cost and latency add up;
-    the picks are the rerank's; a failed infer call is named in the error."""
+    the picks are the rerank's; a failed infer call makes the row a fallback (to the own
+    shortlist) and is named in the error."""
 
     def total(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else a + b
@@ -60,6 +61,7 @@ def combine_rows(infer_row: LLMRow, rerank_row: LLMRow) -> LLMRow:
     errors = [e for e in (infer_row.error and f"infer: {infer_row.error}", rerank_row.error) if e]
     return replace(
         rerank_row,
+        source="fallback" if infer_row.source != "llm" else rerank_row.source,
         error="; ".join(errors) or None,
         cached=infer_row.cached and rerank_row.cached,
         tokens_in=(infer_row.tokens_in or 0) + (rerank_row.tokens_in or 0),

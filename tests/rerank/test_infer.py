@@ -72,8 +72,12 @@ def test_inferred_titles_add_candidates_the_rerank_then_sees(taxonomy, labeler, 
         assert result.infer.inference.titles == ("Registered Nurse",)
         assert result.source == "llm" and result.error is None
         # The rerank request listed the fused shortlist: its candidate 1 is the fused first.
-        rerank_body = next(b for b in server.bodies if '"titles": [' not in json.dumps(b))
-        assert result.shortlist[0].onet_title in rerank_body["messages"][1]["content"]
+        [rerank_text] = [
+            b["messages"][1]["content"]
+            for b in server.bodies
+            if '"titles": [' not in b["messages"][1]["content"]
+        ]
+        assert f"1. {result.shortlist[0].onet_title}:" in rerank_text
         assert result.labels[0].onet_code == result.shortlist[0].onet_code
         before = server.total_requests
         [again] = stages.rerank([posting], [own], 5)
@@ -146,10 +150,12 @@ def test_label_with_infer_stages_writes_the_fused_shortlist_and_reruns_for_free(
                 "--top-k", "3"]  # fmt: skip
         first = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "a.csv"), *args])
         assert first.exit_code == 0, first.output
-        requests = server.total_requests
+        requests = dict(server.requests)
         second = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "b.csv"), *args])
         assert second.exit_code == 0, second.output
-        assert server.total_requests == requests
+        # Only the failed infer call is asked again (failures are never served from the cache).
+        retried = {k: n - requests.get(k, 0) for k, n in server.requests.items()}
+        assert {k: n for k, n in retried.items() if n} == {"infer:fail": requests["infer:fail"]}
     frame = pd.read_csv(tmp_path / "a.csv", dtype=str, keep_default_na=False)
     assert list(frame["id"]) == ["a", "b"] and (frame["source"] == "llm").all()
     assert frame.loc[0, "error"] == "" and frame.loc[1, "error"].startswith(INFER_FALLBACK)
@@ -159,3 +165,66 @@ def test_label_with_infer_stages_writes_the_fused_shortlist_and_reruns_for_free(
     first_shortlist = [c["onet_code"] for c in json.loads(rows[0][0])]
     assert NURSE in first_shortlist and len(first_shortlist) == 20
     assert list(ledger["cache_hits"])[-1] == 3  # a's infer and rerank, b's rerank
+
+
+def test_label_warns_in_one_line_when_the_store_measured_the_model_lowering_top1(
+    example_postings, tmp_path
+):
+    from onet_llm.eval.guard import measured_harm
+
+    row = {"llm_model": "fault-model", "llm_stages": "rerank", "mode": "hybrid",
+           "data_name": "dev_ads", "rows": 60, "top1": 0.733, "embedding_top1": 0.817,
+           "difference_low": -0.183, "difference_high": 0.017}  # fmt: skip
+    with Store(tmp_path / "store.duckdb") as store:
+        store.record_eval([row])
+        assert measured_harm(store, "fault-model", "infer,rerank") is None  # other stages
+        assert measured_harm(store, "other-model", "rerank") is None
+    with FaultServer() as server:
+        result = runner.invoke(
+            app,
+            ["label", str(example_postings), "-o", str(tmp_path / "out.csv"), "--llm",
+             "--base-url", server.base_url, "--llm-model", "fault-model"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.output
+    assert "0.817" in warnings[0] and "0.733" in warnings[0] and "-8.4 points" in warnings[0]
+
+
+def test_eval_scores_every_mode_against_embedding_and_a_rerun_makes_no_calls(tmp_path):
+    data = tmp_path / "gold.csv"
+    data.write_text(
+        "id,title,onet_code\n"
+        "1,Registered Nurse,29-1141.00\n"
+        "2,Software Developer [[infer:Registered_Nurse]],15-1252.00\n"
+        "3,Electrician [[infer:fail]],47-2111.00\n"
+    )
+    with FaultServer() as server:
+        modes = "embedding,fused,hybrid,infer-hybrid,cascade"
+        args = ["eval", "--data", str(data), "--modes", modes, "--base-url", server.base_url,
+                "--llm-model", "fault-model", "--resamples", "200", "--infer-examples", "0",
+                "--top-k", "1"]  # fmt: skip
+        first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+        assert first.exit_code == 0, first.output
+        requests = dict(server.requests)
+        again = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+        assert again.exit_code == 0, again.output
+        retried = {k: n - requests.get(k, 0) for k, n in server.requests.items()}
+        assert {k: n for k, n in retried.items() if n} == {"infer:fail": requests["infer:fail"]}
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert list(metrics["modes"]) == ["embedding", "fused", "hybrid", "infer-hybrid", "cascade"]
+    fused = metrics["shortlist"]["fused"]
+    assert fused["mean_length"] == 20 and "difference" in fused
+    llm = metrics["modes"]["infer-hybrid"]["llm"]
+    assert llm["calls_per_1000_postings"] == 2000 and llm["fallbacks"] == 1
+    assert metrics["modes"]["fused"]["llm"]["calls_per_1000_postings"] == 1000
+    assert metrics["modes"]["infer-hybrid"]["sources"] == {"llm": 2, "fallback": 1}
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "Against embedding-only" in report and "recall@20 - embedding's own" in report
+    assert "fused shortlist recall@20" in first.output
+    with Store(tmp_path / "store.duckdb") as store:
+        stored = store.eval_results("fault-model")
+    assert {(r["mode"], r["llm_stages"]) for r in stored} == {
+        ("hybrid", "rerank"),
+        ("infer-hybrid", "infer,rerank"),
+    }

@@ -224,17 +224,24 @@ def run_evaluation(
         if mode in options.modes:
             outcomes[mode] = llm_outcomes[mode]
     if "cascade" in options.modes:
-        base = cascade_base(llm_outcomes, golds)
-        run.cascade_base = base.mode
-        run.cascade_sweep = cascade_sweep(embedding, base, margins, golds, options)
-        threshold = (
-            options.cascade_threshold
-            if options.cascade_threshold is not None
-            else choose_cascade_threshold(run.cascade_sweep)
-        )
-        outcomes["cascade"] = cascade_outcome(embedding, base, margins, threshold)
+        outcomes["cascade"] = cascade_mode(run, embedding, llm_outcomes, golds)
     run.seconds.update(seconds)
     return run
+
+
+def cascade_mode(
+    run: EvalRun, embedding: ModeOutcome, llm_outcomes: dict[str, ModeOutcome], golds: list[str]
+) -> ModeOutcome:
+    """The cascade over the better LLM mode, at the given threshold or the one chosen here."""
+    base = cascade_base(llm_outcomes, golds)
+    run.cascade_base = base.mode
+    run.cascade_sweep = cascade_sweep(embedding, base, run.margins, golds, run.options)
+    threshold = (
+        run.options.cascade_threshold
+        if run.options.cascade_threshold is not None
+        else choose_cascade_threshold(run.cascade_sweep)
+    )
+    return cascade_outcome(embedding, base, run.margins, threshold)
 
 
 def cascade_base(llm_outcomes: dict[str, ModeOutcome], golds: list[str]) -> ModeOutcome:

@@ -34,32 +34,32 @@ def _recall(metrics: dict[str, Any], mode: str) -> tuple[str, str]:
     return with_interval(shortlist["recall"]["onet"]), ""
 
 
+def _mode_row(metrics: dict[str, Any], mode: str) -> tuple[str, ...]:
+    onet = metrics["modes"][mode]["levels"]["onet"]
+    llm = metrics["modes"][mode]["llm"] or {}
+    recall, recall_diff = _recall(metrics, mode)
+    calls = llm.get("calls_per_1000_postings")
+    tokens = llm.get("tokens_per_1000_postings")
+    return (
+        mode,
+        with_interval(onet["top1"]),
+        _versus(metrics, mode, "top1"),
+        pct(onet["top5"]["value"]),
+        _versus(metrics, mode, "top5"),
+        recall,
+        recall_diff,
+        f"{calls:,.0f}" if calls is not None else "0",
+        f"{tokens:,.0f}" if tokens is not None else "0",
+    )
+
+
 def versus_embedding_section(
     metrics: dict[str, Any], modes: list[str], plots: dict[str, bytes], notes: str
 ) -> list[Block]:
     if "embedding" not in modes or len(modes) < 2:
         return []
     size = metrics["shortlist"]["size"]
-    rows = []
-    for mode in modes:
-        onet = metrics["modes"][mode]["levels"]["onet"]
-        llm = metrics["modes"][mode]["llm"] or {}
-        recall, recall_diff = _recall(metrics, mode)
-        calls = llm.get("calls_per_1000_postings")
-        tokens = llm.get("tokens_per_1000_postings")
-        rows.append(
-            (
-                mode,
-                with_interval(onet["top1"]),
-                _versus(metrics, mode, "top1"),
-                pct(onet["top5"]["value"]),
-                _versus(metrics, mode, "top5"),
-                recall,
-                recall_diff,
-                f"{calls:,.0f}" if calls is not None else "0",
-                f"{tokens:,.0f}" if tokens is not None else "0",
-            )
-        )
+    rows = [_mode_row(metrics, mode) for mode in modes]
     blocks = [
         Block("h2", "Against embedding-only (paired, 8-digit O*NET)"),
         Block(

@@ -52,27 +52,25 @@ class InferAnswer(BaseModel):
     rationale: str
 
 
-class BoundedInferAnswer(InferAnswer):
-    titles: list[str] = Field(
-        max_length=MAX_TITLES, json_schema_extra={"items": {"type": "string", "maxLength": 80}}
-    )
-    rationale: str = Field(json_schema_extra={"maxLength": 160})
-
-
 @functools.cache
 def infer_schema_hash() -> str:
-    schema = to_strict_json_schema(BoundedInferAnswer)
+    schema = to_strict_json_schema(InferAnswer)
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class InferSchema:
-    """What `LLMClient.complete` sends for the infer call (same protocol as `AnswerSchema`)."""
+    """What `LLMClient.complete` sends for the infer call (same protocol as `AnswerSchema`).
+
+    Never with maxLength bounds, whatever the client's mode: llama.cpp turns bounded strings
+    into repetition grammars that made Qwen2.5-1.5B generate at 0.14 tokens/s on our shared
+    CPU (7 s a token); titles and the rationale are trimmed by `validate_inference` instead,
+    and `llm_max_tokens` caps the reply."""
 
     top_k: int = MAX_TITLES
 
     def model(self, bounded: bool = False) -> type[InferAnswer]:
-        return BoundedInferAnswer if bounded else InferAnswer
+        return InferAnswer
 
     @property
     def hash(self) -> str:

@@ -153,6 +153,8 @@ def rerank_rows(
         row.source = result.source
         row.error = result.error
         row.call_key = result.call_key
+        if result.shortlist is not None:  # infer,rerank: the labels come from the fused list
+            row.shortlist = result.shortlist
     return rows
 
 

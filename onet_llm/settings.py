@@ -48,6 +48,11 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "price_input_per_million": "ONET_LLM_PRICE_INPUT",
     "price_output_per_million": "ONET_LLM_PRICE_OUTPUT",
     "prices_file": "ONET_LLM_PRICES_FILE",
+    # LLM infer -> retrieve -> rerank (issue 14)
+    "llm_stages": "ONET_LLM_STAGES",
+    "infer_prompt_version": "ONET_LLM_INFER_PROMPT",
+    "infer_examples": "ONET_LLM_INFER_EXAMPLES",
+    "fusion": "ONET_LLM_FUSION",
 }
 
 
@@ -86,6 +91,15 @@ class Settings:
     price_input_per_million: float | None = None
     price_output_per_million: float | None = None
     prices_file: Path | None = None
+    # -- LLM infer -> retrieve -> rerank (issue 14) ------------------------------------------
+    llm_stages: str = "rerank"  # rerank | infer,rerank
+    infer_prompt_version: str = "infer_v1"
+    infer_examples: int = 3  # nearest O*NET titles shown in the infer prompt
+    fusion: str = "rrf"  # rrf | union
+
+    @property
+    def infer_enabled(self) -> bool:
+        return "infer" in self.llm_stages.split(",")
 
     def llm_fingerprint(self) -> dict[str, Any]:
         """The LLM settings that change labels, for run identity; never the API key."""
@@ -99,6 +113,17 @@ class Settings:
             "llm_body_characters": self.llm_body_characters,
             "llm_max_tokens": self.llm_max_tokens,
             "llm_temperature": self.llm_temperature,
+            # Only when the infer stage runs, so earlier runs keep their identity.
+            **(
+                {
+                    "llm_stages": self.llm_stages,
+                    "infer_prompt_version": self.infer_prompt_version,
+                    "infer_examples": self.infer_examples,
+                    "fusion": self.fusion,
+                }
+                if self.infer_enabled
+                else {}
+            ),
         }
 
     @property
@@ -136,6 +161,7 @@ _INTEGERS = {
     "llm_max_retries",
     "llm_rate_limit_retries",
     "llm_validation_retries",
+    "infer_examples",
 }
 _FLOATS = {
     "llm_uncertain_margin",
@@ -151,6 +177,8 @@ _CHOICES = {
     "llm_when": ("always", "uncertain"),
     "candidate_order": ("embedding", "shuffle"),
     "structured_output": ("auto", "json_schema", "json_object"),
+    "llm_stages": ("rerank", "infer,rerank"),
+    "fusion": ("rrf", "union"),
 }
 
 
@@ -195,6 +223,8 @@ def _coerce(name: str, raw: Any, from_flag: bool = False) -> Any:
         raise InputError(f"{source} must be at least {_MINIMUMS[name]:g}, got {raw}")
     if name in _INTEGERS or name in _FLOATS:
         return value
+    if name == "llm_stages":
+        raw = ",".join(part.strip() for part in str(raw).split(",") if part.strip())
     if name in _CHOICES and raw not in _CHOICES[name]:
         raise InputError(f"{source}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
     return raw

@@ -136,6 +136,10 @@ class RerankResult:
     answer: Answer | None = None
     # For a cache hit: tokens, cost and latency of the call that first produced the answer.
     first_call: dict[str, Any] = field(default_factory=dict)
+    # With `--llm-stages infer,rerank`: the fused shortlist the LLM reranked, and the infer
+    # call's result (`rerank.inference.InferResult`; typed Any here, at the bottom of the graph).
+    shortlist: list[Candidate] | None = None
+    infer: Any = None
 
 
 @dataclass

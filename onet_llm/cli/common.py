@@ -57,6 +57,21 @@ BaseUrlOption = Annotated[
 ConcurrencyOption = Annotated[
     int | None, typer.Option("--concurrency", help="LLM requests in flight (default 4).")
 ]
+LlmStagesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-stages",
+        help="rerank (default) | infer,rerank: the LLM first names the occupation, its words "
+        "are searched in the index and fused with the shortlist, then the rerank.",
+    ),
+]
+FusionOption = Annotated[
+    str | None, typer.Option("--fusion", help="rrf | union: how inferred shortlists are fused.")
+]
+InferExamplesOption = Annotated[
+    int | None,
+    typer.Option("--infer-examples", help="Nearest O*NET titles shown in the infer prompt."),
+]
 ShortlistSizeOption = Annotated[
     int, typer.Option("--shortlist-size", help="Candidates from the index.")
 ]

@@ -11,7 +11,9 @@ from rich.table import Table
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
+    FusionOption,
     HomeOption,
+    InferExamplesOption,
     LlmModelOption,
     ModelOption,
     ShortlistSizeOption,
@@ -30,7 +32,12 @@ DataOption = Annotated[
     ),
 ]
 ModesOption = Annotated[
-    str, typer.Option("--modes", help="Comma-separated: embedding, hybrid, cascade.")
+    str,
+    typer.Option(
+        "--modes",
+        help="Comma-separated: embedding, fused (infer + retrieve), hybrid (rerank), "
+        "infer-hybrid (infer + retrieve + rerank), cascade.",
+    ),
 ]
 SampleOption = Annotated[
     int | None, typer.Option("--sample", help="Score a seeded random sample of N rows.")
@@ -86,6 +93,8 @@ def eval_command(
     llm_model: LlmModelOption = None,
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
+    fusion: FusionOption = None,
+    infer_examples: InferExamplesOption = None,
     store: StoreOption = None,
     model: ModelOption = None,
     home: HomeOption = None,
@@ -107,6 +116,8 @@ def eval_command(
         llm_model=llm_model,
         openai_base_url=base_url,
         llm_concurrency=concurrency,
+        fusion=fusion,
+        infer_examples=infer_examples,
     )
     options = EvalOptions(
         modes=parse_modes(modes),
@@ -119,17 +130,30 @@ def eval_command(
     taxonomy = load_taxonomy()
     dataset = load_dataset(data, taxonomy, sample, seed, split, exclude_titles or None)
     metrics, paths = run_eval(settings, options, taxonomy, dataset, out, note)
+    record_guard(settings, metrics, paths)
     print_eval_summary(metrics, paths)
+
+
+def record_guard(settings: Settings, metrics: dict, paths: dict[str, Path]) -> None:
+    """Keep the LLM modes' top-1 against embedding-only in the store, for `label`'s warning."""
+    from onet_llm.eval.guard import eval_result_rows
+    from onet_llm.store import Store
+
+    rows = eval_result_rows(metrics, str(paths.get("markdown", "")))
+    if rows:
+        with Store(settings.resolved_store_path) as store:
+            store.record_eval(rows)
 
 
 def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, note: str):
     """Open the LLM stage (when a mode needs it) and the labeler, and write the report."""
     from onet_llm.eval.evaluate import default_report_dir, evaluate_to_report, open_eval_labeler
     from onet_llm.eval.llm_stage import open_llm_stage
+    from onet_llm.eval.modes import INFER_MODES
 
     out_dir = out or default_report_dir(dataset, options.modes)
     with (
-        open_llm_stage(settings, options, taxonomy) as (rerank, llm_settings),
+        open_llm_stage(settings, options, taxonomy) as (rerank, infer_factory, llm_settings),
         err_console.status("loading model and index") as status,
     ):
         labeler, index_key = open_eval_labeler(
@@ -138,6 +162,10 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
             taxonomy,
             dataset.excluded_titles,
         )
+        infer = None
+        if infer_factory is not None and INFER_MODES & set(options.modes):
+            status.update("loading the infer examples (first run encodes them, a few minutes)")
+            infer = infer_factory(labeler, dataset.excluded_titles)
         return evaluate_to_report(
             dataset,
             labeler,
@@ -148,6 +176,7 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
             llm_settings=llm_settings,
             notes=note,
             on_progress=lambda message: status.update(message),
+            infer=infer,
         )
 
 
@@ -185,6 +214,15 @@ def print_eval_summary(metrics: dict, paths: dict[str, Path]) -> None:
     console.print(table)
     recall = metrics["shortlist"]["recall"]["onet"]
     console.print(f"shortlist recall@{metrics['shortlist']['size']}: {with_interval(recall)}")
+    fused = metrics["shortlist"].get("fused")
+    if fused:
+        difference = fused["difference"]["onet"]
+        console.print(
+            f"fused shortlist recall@{metrics['shortlist']['size']}: "
+            f"{with_interval(fused['recall']['onet'])}, {difference['difference'] * 100:+.1f} "
+            f"points [{difference['low'] * 100:+.1f}, {difference['high'] * 100:+.1f}] "
+            "against the embedding's own"
+        )
     console.print(f"report: {paths['markdown']} and {paths['html']}", soft_wrap=True)
 
 

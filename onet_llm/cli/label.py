@@ -12,8 +12,11 @@ from onet_llm.cli.choices import CandidateOrder, LlmWhen, StdinFormat, value
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
+    FusionOption,
     HomeOption,
+    InferExamplesOption,
     LlmModelOption,
+    LlmStagesOption,
     ModelOption,
     ShortlistSizeOption,
     StoreOption,
@@ -127,6 +130,9 @@ def label(
     llm_when: LlmWhenOption = None,
     candidate_order: CandidateOrderOption = None,
     strict: StrictOption = False,
+    llm_stages: LlmStagesOption = None,
+    fusion: FusionOption = None,
+    infer_examples: InferExamplesOption = None,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.postings import LabelOptions, open_input, spool_stdin
@@ -141,6 +147,9 @@ def label(
         max_cost_usd=max_cost_usd,
         llm_when=value(llm_when),
         candidate_order=value(candidate_order),
+        llm_stages=llm_stages,
+        fusion=fusion,
+        infer_examples=infer_examples,
     )
     options = LabelOptions(
         top_k=top_k,
@@ -226,20 +235,45 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
     from onet_llm.cli.progress import progress_bar
     from onet_llm.label import label_file
 
-    with progress_bar("labelling", "rows", plain=False) as on_progress:
-        fingerprint: dict = {"model": labeler.encoder.model_id}
-        reranker = None
-        if llm:
-            from onet_llm.rerank.reranker import Reranker
+    fingerprint: dict = {"model": labeler.encoder.model_id}
+    reranker = None
+    if llm:  # before the progress bar: loading the infer examples shows its own status line
+        from onet_llm.rerank.reranker import Reranker
 
-            reranker = Reranker(settings, run_store, labeler.taxonomy)
-            fingerprint["llm"] = settings.llm_fingerprint()
+        reranker = Reranker(settings, run_store, labeler.taxonomy)
+        warn_if_measured_worse(run_store, settings)
+        if settings.infer_enabled:
+            reranker = open_infer_stages(settings, reranker, labeler)
+        fingerprint["llm"] = settings.llm_fingerprint()
+    with progress_bar("labelling", "rows", plain=False) as on_progress:
         summary = label_file(
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
             on_progress, reranker,
         )  # fmt: skip
     ledger = run_store.ledger(summary.run_id) if llm else None
     return summary, ledger, run_store.fallback_reasons(summary.run_id)
+
+
+def open_infer_stages(settings: Settings, reranker, labeler):
+    """`--llm-stages infer,rerank`: the reranker behind the infer -> retrieve -> fuse step."""
+    from onet_llm.rerank.examples import ExamplePool
+    from onet_llm.rerank.stages import InferRerank
+
+    pool = None
+    if settings.infer_examples > 0:
+        with err_console.status("loading the infer examples (first run encodes them, ~minutes)"):
+            pool = ExamplePool.load(labeler.encoder, labeler.taxonomy, settings.index_cache_dir)
+    return InferRerank(reranker, labeler, pool)
+
+
+def warn_if_measured_worse(run_store, settings: Settings) -> None:
+    """One line on stderr when an evaluation in this store measured this LLM (with these
+    stages) lowering top-1 against embedding-only."""
+    from onet_llm.eval.guard import measured_harm
+
+    warning = measured_harm(run_store, settings.llm_model, settings.llm_stages)
+    if warning:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def print_label_summary(summary, llm_ledger, out=console, destination: str | None = None) -> None:

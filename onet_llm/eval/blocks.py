@@ -11,6 +11,7 @@ from onet_llm.eval.sections_breakdown import (
     major_group_section,
     occupation_section,
 )
+from onet_llm.eval.sections_infer import versus_embedding_section
 from onet_llm.eval.sections_llm import cascade_section, llm_section
 from onet_llm.eval.sections_review import coverage_section, misclassified_section
 from onet_llm.eval.sections_summary import (
@@ -27,6 +28,7 @@ __all__ = ["Block", "SECTIONS", "report_blocks"]
 SECTIONS = (
     intro_section,
     headline_section,
+    versus_embedding_section,
     ranking_metrics_section,
     differences_section,
     llm_section,

@@ -46,6 +46,7 @@ def evaluate_to_report(
     llm_settings: dict[str, Any] | None = None,
     notes: str = "",
     on_progress: Callable[[str], None] | None = None,
+    infer: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run every requested mode on the dataset, score it and write the report folder."""
     from onet_llm.eval.report import write_report
@@ -56,7 +57,7 @@ def evaluate_to_report(
         "index_key": index_key,
         "llm": llm_settings if LLM_MODES & set(options.modes) else None,
     }
-    run = run_evaluation(dataset, labeler, options, settings, rerank, on_progress)
+    run = run_evaluation(dataset, labeler, options, settings, rerank, on_progress, infer)
     if on_progress:
         on_progress("scoring and writing the report")
     metrics = score_run(run, labeler.taxonomy)

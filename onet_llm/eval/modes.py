@@ -27,8 +27,10 @@ from onet_llm.eval.metrics import (
     percentile,
 )
 
-MODES: tuple[str, ...] = ("embedding", "hybrid", "cascade")
-LLM_MODES: frozenset[str] = frozenset({"hybrid", "cascade"})
+INFER_MODES: frozenset[str] = frozenset({"fused", "infer-hybrid"})
+MODES: tuple[str, ...] = ("embedding", "fused", "hybrid", "infer-hybrid", "cascade")
+LLM_MODES: frozenset[str] = frozenset({"fused", "hybrid", "infer-hybrid", "cascade"})
+RERANK_MODES: frozenset[str] = frozenset({"hybrid", "cascade"})
 # Keep the cascade within this much top-1 accuracy (8-digit) of the hybrid, at the lowest cost.
 CASCADE_TOLERANCE = 0.01
 
@@ -50,6 +52,14 @@ class LLMRow:
     confidence: float | None = None
     none_fits: bool = False
     reference_cost_usd: float | None = None  # the same tokens at the reference model's price
+    calls: int = 1  # LLM calls behind this row's answer (infer-hybrid: 2)
+    cached_calls: int | None = None  # of them from the cache (None: all if `cached`, else 0)
+
+    @property
+    def cached_count(self) -> int:
+        if self.cached_calls is not None:
+            return self.cached_calls
+        return self.calls if self.cached else 0
 
 
 class RerankStage(Protocol):
@@ -150,6 +160,8 @@ class EvalRun:
     outcomes: dict[str, ModeOutcome]
     cascade_sweep: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    fused_shortlists: list[list[str]] | None = None  # the infer modes' shortlists
+    cascade_base: str | None = None  # the LLM mode the cascade sends rows to
 
 
 def run_evaluation(
@@ -159,6 +171,7 @@ def run_evaluation(
     settings: dict[str, Any],
     rerank: RerankStage | None = None,
     on_progress: Callable[[str], None] | None = None,
+    infer: Any = None,
 ) -> EvalRun:
     """Shortlist every row once, then produce each requested mode's predictions."""
     notify = on_progress or (lambda message: None)
@@ -185,8 +198,11 @@ def run_evaluation(
     if "embedding" in options.modes:
         outcomes["embedding"] = embedding
     run = EvalRun(dataset, options, settings, shortlists, scores, margins, outcomes)
+    run.seconds = seconds
 
-    if LLM_MODES & set(options.modes):
+    golds = list(frame["onet_code"])
+    llm_outcomes: dict[str, ModeOutcome] = {}
+    if RERANK_MODES & set(options.modes):
         if rerank is None:
             raise InputError("the hybrid and cascade modes need an LLM (see --llm-model)")
         notify(f"LLM rerank of {len(frame)} rows (cached calls are free)")
@@ -199,25 +215,40 @@ def run_evaluation(
             lambda done: notify(f"LLM rerank: {done}/{len(frame)} rows"),
         )
         seconds["rerank"] = time.perf_counter() - started
-        add_llm_modes(run, embedding, hybrid_outcome(llm_rows, shortlists, depth))
-    run.seconds = seconds
+        llm_outcomes["hybrid"] = hybrid_outcome(llm_rows, shortlists, depth)
+    if INFER_MODES & set(options.modes):
+        from onet_llm.eval.infer_modes import run_infer_modes
+
+        llm_outcomes.update(run_infer_modes(run, frame, candidates, options, rerank, infer, notify))
+    for mode in ("fused", "hybrid", "infer-hybrid"):
+        if mode in options.modes:
+            outcomes[mode] = llm_outcomes[mode]
+    if "cascade" in options.modes:
+        outcomes["cascade"] = cascade_mode(run, embedding, llm_outcomes, golds)
+    run.seconds.update(seconds)
     return run
 
 
-def add_llm_modes(run: EvalRun, embedding: ModeOutcome, hybrid: ModeOutcome) -> None:
-    """The hybrid, and the cascade simulated from it (with its threshold sweep), as asked."""
-    options = run.options
-    if "hybrid" in options.modes:
-        run.outcomes["hybrid"] = hybrid
-    if "cascade" in options.modes:
-        golds = list(run.dataset.frame["onet_code"])
-        run.cascade_sweep = cascade_sweep(embedding, hybrid, run.margins, golds, options)
-        threshold = (
-            options.cascade_threshold
-            if options.cascade_threshold is not None
-            else choose_cascade_threshold(run.cascade_sweep)
-        )
-        run.outcomes["cascade"] = cascade_outcome(embedding, hybrid, run.margins, threshold)
+def cascade_mode(
+    run: EvalRun, embedding: ModeOutcome, llm_outcomes: dict[str, ModeOutcome], golds: list[str]
+) -> ModeOutcome:
+    """The cascade over the better LLM mode, at the given threshold or the one chosen here."""
+    base = cascade_base(llm_outcomes, golds)
+    run.cascade_base = base.mode
+    run.cascade_sweep = cascade_sweep(embedding, base, run.margins, golds, run.options)
+    threshold = (
+        run.options.cascade_threshold
+        if run.options.cascade_threshold is not None
+        else choose_cascade_threshold(run.cascade_sweep)
+    )
+    return cascade_outcome(embedding, base, run.margins, threshold)
+
+
+def cascade_base(llm_outcomes: dict[str, ModeOutcome], golds: list[str]) -> ModeOutcome:
+    """The LLM mode the cascade sends uncertain rows to: the better top-1 of the hybrid and
+    the infer-hybrid (the hybrid on a tie: one call a row instead of two)."""
+    bases = [llm_outcomes[m] for m in ("hybrid", "infer-hybrid") if m in llm_outcomes]
+    return max(bases, key=lambda o: accuracy_at(hit_ranks(o.predictions, golds, "onet"), 1))
 
 
 def hybrid_outcome(llm_rows: list[LLMRow], shortlists: list[list[str]], depth: int) -> ModeOutcome:
@@ -293,9 +324,12 @@ def cascade_sweep(
 
 
 def choose_cascade_threshold(sweep: list[dict[str, Any]]) -> float:
-    """Lowest-cost threshold whose top-1 is within CASCADE_TOLERANCE of sending every row."""
+    """Lowest-cost threshold whose top-1 is within CASCADE_TOLERANCE of the better of sending
+    every row and sending none (so a cascade over an LLM that lowers top-1 sends nothing)."""
     full = max(sweep, key=lambda point: point["sent_share"])
-    good = [p for p in sweep if p["top1"] >= full["top1"] - CASCADE_TOLERANCE - 1e-12]
+    none = min(sweep, key=lambda point: point["sent_share"])
+    target = max(full["top1"], none["top1"])
+    good = [p for p in sweep if p["top1"] >= target - CASCADE_TOLERANCE - 1e-12]
     best = min(good, key=lambda point: (point["sent_share"], -point["top1"]))
     return float(best["threshold"])
 
@@ -310,6 +344,8 @@ def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any
     model's list price, for scale."""
     sent = [row for row in llm_rows if row is not None]
     fresh = [row for row in sent if not row.cached]
+    all_calls = sum(row.calls for row in sent)
+    cached_calls = sum(row.cached_count for row in sent)
     costs = [row.cost_usd for row in sent]
     cost_known = all(cost is not None for cost in costs)
     cost = float(sum(costs)) if cost_known else None  # type: ignore[arg-type]
@@ -324,8 +360,14 @@ def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any
     errors = Counter(row.error for row in sent if row.error)
     return {
         "rows_sent": len(sent),
-        "calls": len(fresh),
-        "cache_hits": len(sent) - len(fresh),
+        "calls": all_calls - cached_calls,
+        "cache_hits": cached_calls,
+        "calls_per_1000_postings": all_calls / n_rows * 1000 if n_rows else None,
+        "tokens_per_1000_postings": sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in sent)
+        / n_rows
+        * 1000
+        if n_rows
+        else None,
         "fallbacks": sum(row.source == "fallback" for row in sent),
         "none_fits": sum(row.none_fits for row in sent),
         "tokens_in": int(sum(row.tokens_in or 0 for row in sent)),

@@ -93,7 +93,7 @@ def score_run(run: EvalRun, taxonomy: Taxonomy) -> dict[str, Any]:
 def shortlist_scores(run: EvalRun, golds: list[str], indices: np.ndarray) -> dict[str, Any]:
     """Recall of the shortlist at every level: the ceiling of any rerank."""
     size = run.options.shortlist_size
-    return {
+    scores: dict[str, Any] = {
         "size": size,
         "recall": {
             level: interval(
@@ -104,6 +104,9 @@ def shortlist_scores(run: EvalRun, golds: list[str], indices: np.ndarray) -> dic
             for level in LEVELS
         },
     }
+    if run.fused_shortlists is not None:
+        scores["fused"] = fused_shortlist_recall(run, golds, indices, run.options.confidence)
+    return scores
 
 
 def mode_scores(
@@ -169,9 +172,27 @@ def cascade_summary(run: EvalRun) -> dict[str, Any] | None:
         "rule": "send a row to the LLM when score(candidate 1) - score(candidate 2) < threshold",
         "tolerance": CASCADE_TOLERANCE,
         "threshold": run.outcomes["cascade"].threshold,
+        "base": run.cascade_base,
         "threshold_chosen_on_this_data": run.options.cascade_threshold is None,
         "sweep": run.cascade_sweep,
     }
+
+
+def fused_shortlist_recall(
+    run: EvalRun, golds: list[str], indices: np.ndarray, confidence: float
+) -> dict[str, Any]:
+    """Recall of the fused shortlists (infer modes) per level, and its paired difference
+    with the embedding's own shortlist: what the infer stage adds, not only reorders."""
+    size = run.options.shortlist_size
+    out: dict[str, Any] = {"recall": {}, "difference": {}}
+    for level in LEVELS:
+        own = metric_values(hit_ranks(run.shortlists, golds, level), f"top{size}")
+        fused = metric_values(hit_ranks(run.fused_shortlists or [], golds, level), f"top{size}")
+        out["recall"][level] = interval(fused, indices, confidence)
+        out["difference"][level] = paired_difference(own, fused, indices, confidence)
+    lengths = [len(row) for row in run.fused_shortlists or []]
+    out["mean_length"] = float(np.mean(lengths)) if lengths else 0.0
+    return out
 
 
 def mode_abstain_rate(outcome: ModeOutcome) -> float:

@@ -100,7 +100,8 @@ def cascade_section(
         blocks.append(Block("h2", "Cascade: accuracy and cost across the threshold"))
         chosen = (
             "chosen on this data as the lowest-cost threshold whose top-1 is within "
-            f"{cascade['tolerance'] * 100:.0f} point of sending every row (the hybrid): report "
+            f"{cascade['tolerance'] * 100:.0f} point of the better of sending every row "
+            f"(the {cascade.get('base') or 'hybrid'}) and sending none (embedding-only): report "
             "it as tuned, and re-check on fresh data"
             if cascade["threshold_chosen_on_this_data"]
             else "given with --cascade-threshold"

@@ -62,9 +62,15 @@ class PromptTemplate:
     def messages(self, title: str, body: str, candidates: list[dict], top_k: int) -> list[dict]:
         """The chat messages. The posting's fields are made fence-safe here, for every
         template: whatever a posting contains, the prompt has exactly one fence pair."""
-        user = self.user.render(
+        return self.render(
             title=fence_safe(title), body=fence_safe(body), candidates=candidates, top_k=top_k
         )
+
+    def render(self, **values: object) -> list[dict]:
+        """System and user messages with the user section rendered from `values` (a template
+        that uses a name not given fails: StrictUndefined). Posting text in `values` must be
+        passed through `fence_safe` first."""
+        user = self.user.render(**values)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
 

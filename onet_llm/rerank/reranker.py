@@ -38,10 +38,8 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -66,6 +64,7 @@ from onet_llm.rerank.prompt import (
     trim_body,
 )
 from onet_llm.rerank.schema import AnswerSchema
+from onet_llm.rerank.workers import run_workers
 from onet_llm.settings import Settings
 from onet_llm.types import Answer, Candidate, Posting, RerankResult
 
@@ -165,45 +164,15 @@ class Reranker:
         if len(postings) != len(shortlists):
             raise ValueError("one shortlist per posting")
         self.descriptions  # noqa: B018  (load once, before the workers start)
-        stop = threading.Event()
 
-        def work(item: tuple) -> RerankResult | None:
+        def work(item: tuple) -> RerankResult:
             posting, shortlist = item
-            if stop.is_set():
-                return None
-            try:
-                result = self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
-                self.guard.record(result)
-            except Exception:
-                stop.set()
-                raise
-            if on_result is not None:
-                on_result(result)
+            result = self.rerank_one(Posting(*posting), list(shortlist), top_k, run_id)
+            self.guard.record(result)  # the first N failed requests stop the run
             return result
 
         items = list(zip(postings, shortlists, strict=True))
-        workers = max(1, self.settings.llm_concurrency)
-        if workers == 1 or len(items) <= 1:
-            return [work(item) for item in items]  # type: ignore[misc]
-        results: list[RerankResult | None] = []
-        first_error: Exception | None = None
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerank")
-        try:
-            futures = [pool.submit(work, item) for item in items]
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except Exception as error:  # keep collecting: in-flight calls get recorded
-                    first_error = first_error or error
-                    results.append(None)
-        except BaseException:  # Ctrl-C: start nothing new; requests in flight finish
-            stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if first_error is not None:
-            raise first_error
-        return results  # type: ignore[return-value]
+        return run_workers(items, work, self.settings.llm_concurrency, "rerank", on_result)
 
     def rerank_one(
         self, posting: Posting, shortlist: list[Candidate], top_k: int, run_id: str | None = None

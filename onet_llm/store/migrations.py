@@ -185,12 +185,36 @@ def m005_review_queues_and_samples(db: Connection) -> None:
     )
 
 
+def m006_eval_results(db: Connection) -> None:
+    """One row per LLM mode of an `onet-llm eval`: its top-1 against embedding-only on the same
+    rows, so `label` can warn when the model in use was measured to lower top-1."""
+    db.execute(
+        """
+        CREATE TABLE eval_results (
+            eval_id VARCHAR NOT NULL,
+            llm_model VARCHAR NOT NULL,
+            llm_stages VARCHAR NOT NULL,      -- rerank | infer,rerank
+            mode VARCHAR NOT NULL,            -- hybrid | infer-hybrid | cascade | fused
+            data_name VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            top1 DOUBLE NOT NULL,
+            embedding_top1 DOUBLE NOT NULL,
+            difference_low DOUBLE,
+            difference_high DOUBLE,
+            report VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_runs,
     m002_llm_calls,
     m003_review_decisions,
     m004_kept_columns,
     m005_review_queues_and_samples,
+    m006_eval_results,
 ]
 
 

@@ -26,6 +26,13 @@ retried exactly as often as the fault implies. Postings without a marker get a g
 - `trickle`: a good answer sent a few bytes at a time over `trickle_seconds` (each read is
   quick, so only a deadline on the whole request stops it).
 
+Infer requests (`--llm-stages infer,rerank`; recognised by the infer prompt's answer form) get
+`{"titles": [...], "major_group": ..., "rationale": ...}`: by default the posting's title
+(without markers), or the words of an `[[infer:Some_Title]]` marker (underscores are spaces;
+`|` separates several titles); `[[infer:fail]]` makes every infer request fail with a 500
+(and leaves the rerank request of the same posting alone). Infer requests are counted under
+`infer:<marker or ok>`. Faults of `[[fault:NAME]]` apply to both kinds of request.
+
 With `json_schema=False` it rejects `response_format` json_schema with a 400, as servers without
 structured output do, and accepts `json_object`; with `max_length=False` it rejects schemas
 that use maxLength, as OpenAI's strict mode does.
@@ -41,6 +48,9 @@ from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARKER = re.compile(r"\[\[fault:(\w+)\]\]")
+INFER_MARKER = re.compile(r"\[\[infer:([^\]]+)\]\]")
+INFER_FORM = '{"titles": ['
+TITLE_LINE = re.compile(r"^Title: (.*)$", re.M)
 GOOD = {"choices": [{"number": 1, "rationale": "the title matches", "confidence": 0.9}]}
 
 
@@ -88,6 +98,8 @@ class FaultServer:
     def respond(self, body: dict, authorization: str = "") -> tuple[int, dict, dict | str]:
         """Status, extra headers and the JSON body (or raw text) for one request."""
         text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        if INFER_FORM in text:
+            return self.respond_infer(body, text)
         match = MARKER.search(text)
         fault = match.group(1) if match else ("injection" if "99-9999" in text else "ok")
         with self._lock:
@@ -157,6 +169,29 @@ class FaultServer:
         if fault == "trickle":
             return 200, {"X-Trickle": "1"}, good
         return None
+
+    def respond_infer(self, body: dict, text: str) -> tuple[int, dict, dict | str]:
+        """An infer request: the fault of a `[[fault:...]]` marker first (the same faults as a
+        rerank request), else titles from an `[[infer:...]]` marker or the posting's title."""
+        marker = INFER_MARKER.search(text)
+        key = f"infer:{marker.group(1) if marker else 'ok'}"
+        with self._lock:
+            self.requests[key] += 1
+            self.times[key].append(time.monotonic())
+            self.bodies.append(body)
+        fault = MARKER.search(text)
+        if fault and fault.group(1) in {"always500", "rate_forever"}:
+            return 500, {}, _error("internal error")
+        if marker and marker.group(1) == "fail":
+            return 500, {}, _error("internal error")
+        if marker:
+            titles = [part.replace("_", " ") for part in marker.group(1).split("|")]
+        else:
+            line = TITLE_LINE.search(text)
+            title = line.group(1) if line else "Occupation"
+            titles = [" ".join(MARKER.sub("", INFER_MARKER.sub("", title)).split())]
+        answer = {"titles": titles, "major_group": "", "rationale": "from the title"}
+        return 200, {}, self._completion(body, json.dumps(answer))
 
     def _completion(self, body: dict, content: str) -> dict:
         return {

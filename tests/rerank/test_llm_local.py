@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -71,3 +72,37 @@ def test_a_real_local_llm_writes_rationales_and_a_rerun_makes_no_calls(
     assert calls["cost_usd"].isna().all()  # no price for a local model: unknown, not zero
     ledger_cli = runner.invoke(app, ["ledger"])
     assert "0 calls, 3 cache hits" in ledger_cli.output and "unknown" in ledger_cli.output
+
+
+def test_infer_then_rerank_with_a_real_local_llm_and_a_rerun_makes_no_calls(
+    smollm2_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for variable in ENVIRONMENT_VARIABLES.values():
+        if variable not in {"ONET_LLM_HOME", "ONET_LLM_STORE"}:
+            monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("ONET_LLM_MAX_TOKENS", "200")
+    postings = tmp_path / "postings.csv"
+    postings.write_text(POSTINGS)
+    args = ["--llm", "--base-url", smollm2_url, "--llm-model", "smollm2-135m",
+            "--llm-stages", "infer,rerank", "--infer-examples", "0",
+            "--shortlist-size", "5", "--top-k", "1", "--concurrency", "1"]  # fmt: skip
+
+    first = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "a.csv"), *args])
+    assert first.exit_code == 0, first.output
+    before = server_metrics(smollm2_url)
+    frame = pd.read_csv(tmp_path / "a.csv", dtype=str, keep_default_na=False)
+    assert list(frame["id"]) == ["a1", "a2", "a3"]
+    assert set(frame["source"]) <= {"llm", "fallback"}  # a 135M model may fail validation
+    second = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "b.csv"), *args])
+    assert second.exit_code == 0, second.output
+    after = server_metrics(smollm2_url)
+    assert {c: after[c] for c in COUNTERS} == {c: before[c] for c in COUNTERS}  # server idle
+
+    with Store(tmp_path / "store.duckdb") as store:
+        calls = store.calls()
+        shortlists = store.db.execute("SELECT shortlist FROM run_rows").fetchall()
+    infer = calls[calls["prompt_version"] == "infer_v1"]
+    assert len(infer) == 3 and (infer["tokens_in"] > 0).all()
+    assert all("Name up to 3" in json.loads(r)["messages"][1]["content"] for r in infer["request"])
+    assert set(calls["prompt_version"]) == {"infer_v1", "rerank_v1"}
+    assert all(len(json.loads(s)) == 5 for (s,) in shortlists if s)  # fused: still 5 codes

@@ -132,6 +132,7 @@ def test_skip_bad_rows_keeps_every_row(tmp_path: Path):
 
 
 def test_a_killed_run_resumes_after_its_last_committed_chunk(labeler, example_postings, tmp_path):
+    from onet_llm.errors import Interrupted
     from onet_llm.label import LabelOptions, label_file
     from onet_llm.store import Store
 
@@ -145,7 +146,7 @@ def test_a_killed_run_resumes_after_its_last_committed_chunk(labeler, example_po
             raise KeyboardInterrupt
 
     with Store(tmp_path / "store.duckdb") as store:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted, match="12 rows are committed"):
             label_file(
                 labeler,
                 store,
@@ -157,6 +158,7 @@ def test_a_killed_run_resumes_after_its_last_committed_chunk(labeler, example_po
                 interrupt_after_two_chunks,
             )
         assert not output.exists()
+        assert store.runs().loc[0, "status"] == "interrupted"
         summary = label_file(labeler, store, example_postings, output, options, {}, "k")
         assert summary.resumed_from == 12 and summary.rows == 20
         runs = store.runs()

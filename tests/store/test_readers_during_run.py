@@ -15,7 +15,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from onet_llm.cli import app
-from onet_llm.review.web import ReviewServer, bind, open_review
+from onet_llm.review.server import ReviewServer, bind, open_review
 from onet_llm.store import Store
 
 runner = CliRunner()

@@ -35,7 +35,7 @@ def test_an_aborted_writer_leaves_nothing(tmp_path: Path):
 
 def test_problems_are_one_line_input_errors(tmp_path: Path):
     with pytest.raises(InputError, match="unknown extension"):
-        table_format(tmp_path / "rows.xlsx")
+        table_format(tmp_path / "rows.xls")
     with pytest.raises(InputError, match="no such file"):
         next(iter_table_chunks(tmp_path / "missing.csv"))
     bad = tmp_path / "bad.jsonl"

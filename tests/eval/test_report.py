@@ -44,7 +44,7 @@ def test_a_committed_report_renders_every_section_from_its_metrics():
     blocks = report_blocks(metrics, plots, NOTE)
     headings = [block.text for block in blocks if block.kind == "h2"]
     assert headings[0] == "Headline (8-digit O*NET)" and headings[-1] == "Files"
-    assert "LLM calls, cost and latency" in headings and len(SECTIONS) == 10
+    assert "LLM calls, cost and latency" in headings and len(SECTIONS) == 13
     assert render_markdown(blocks) == (folder / "report.md").read_text()
 
 

@@ -40,8 +40,7 @@ class FakeClient:
     def complete(self, messages: list[dict], schema: AnswerSchema, usage: Usage) -> Completion:
         self.requests.append(messages)
         usage.http += 1
-        usage.tokens_in += 100
-        usage.tokens_out += 10
+        usage.add_tokens(100, 10)
         reply = self.script(messages)
         if isinstance(reply, Exception):
             raise reply

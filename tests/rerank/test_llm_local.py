@@ -96,7 +96,15 @@ def test_infer_then_rerank_with_a_real_local_llm_and_a_rerun_makes_no_calls(
     second = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "b.csv"), *args])
     assert second.exit_code == 0, second.output
     after = server_metrics(smollm2_url)
-    assert {c: after[c] for c in COUNTERS} == {c: before[c] for c in COUNTERS}  # server idle
+    with Store(tmp_path / "store.duckdb") as store:
+        ledger = store.ledger()  # one row per run, in order
+    failed_first, asked_again = int(ledger["failed"].iloc[0]), int(ledger["calls"].iloc[1])
+    # Every validated answer (infer and rerank) comes from the cache; only a request whose
+    # answer a 135M model got wrong is asked again (failures are never served from the cache),
+    # plus the rerank of a shortlist that changed because a retried infer now succeeded.
+    assert failed_first <= asked_again <= 2 * failed_first
+    if not failed_first:
+        assert {c: after[c] for c in COUNTERS} == {c: before[c] for c in COUNTERS}  # server idle
 
     with Store(tmp_path / "store.duckdb") as store:
         calls = store.calls()

@@ -112,7 +112,7 @@ def test_every_fault_ends_labelled_or_fallen_back_with_the_retries_it_implies(
     # Retry-After: 1 is honoured between the 429s and the retry that follows.
     gaps = [b - a for a, b in zip(times["rate2"], times["rate2"][1:], strict=False)]
     assert len(gaps) == 2 and min(gaps) >= 0.95
-    assert "InternalServerError" in by_fault["always500"].error
+    assert "HTTP 500: internal error" in by_fault["always500"].error
     assert "not on the list" in by_fault["offlist"].error
     # The model saw what was wrong with its malformed answer.
     retried = [b for b in bodies if "could not be used" in json.dumps(b)]
@@ -205,7 +205,7 @@ def test_the_rate_limit_budget_is_separate_and_bounded(shortlist, taxonomy, tmp_
         )[0]
         assert server.requests["rate_forever"] == 6
     assert result.source == "fallback" and result.transport_retries == 5
-    assert "RateLimitError" in result.error
+    assert "HTTP 429: rate limited" in result.error
 
 
 def test_a_refused_key_stops_the_run_instead_of_falling_back(shortlist, taxonomy, tmp_path):

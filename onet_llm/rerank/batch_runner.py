@@ -98,6 +98,7 @@ class BatchRunner:
         self.prices = prices
         self.meter = meter or CostMeter(settings.max_cost_usd)
         self.redact = Redactor(settings.openai_api_key)
+        self._reserved: dict[str, float] = {}  # estimates held against the limit, by batch
         self.openai = openai_client or openai.OpenAI(
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
@@ -148,7 +149,9 @@ class BatchRunner:
         key = batch["batch_key"]
         created = self.find_created(batch)
         if created is None:
-            self.meter.reserve(self.estimate(key))  # --max-cost-usd stops before paying
+            estimate = self.estimate(key)
+            self.meter.reserve(estimate)  # --max-cost-usd stops before paying
+            self._reserved[key] = estimate
             created = self.openai.with_options(max_retries=0).batches.create(
                 input_file_id=batch["file_id"],
                 endpoint=ENDPOINT,
@@ -236,7 +239,7 @@ class BatchRunner:
             (r.call_key, "ok" if r.answer is not None else "error", r.error) for r in results
         ]
         self.store.store_batch_results(key, batch["run_id"], records, outcomes, cost)
-        self.meter.settle(0.0, cost)
+        self.meter.settle(self._reserved.pop(key, 0.0), cost)
 
     def call_record(self, result: LineResult, stored: dict, messages: list[dict]) -> dict:
         """The `calls` row of one reply, priced at the batch rate."""

@@ -257,3 +257,26 @@ def test_one_price_table_with_cached_and_batch_rates_overridable_by_file(tmp_pat
     file.write_text(json.dumps({"bad": [1]}))
     with pytest.raises(Exception, match="cannot read prices"):
         Prices(Settings(prices_file=file))
+
+
+def test_modes_that_cannot_be_planned_say_so_in_one_line(tmp_path: Path):
+    path = postings(tmp_path, ["ok1"])
+    with BatchServer() as server:
+        batch = label(server, path, "--llm-stages", "infer,rerank")
+        dry = runner.invoke(app, ["label", str(path), "--dry-run"])
+        assert server.http_requests == 0
+    assert (
+        batch.exit_code == 1 and "--llm-mode batch works with --llm-stages rerank" in batch.output
+    )
+    assert dry.exit_code == 1 and "--dry-run estimates the LLM stage: add --llm" in dry.output
+
+
+def test_the_batch_limit_of_the_cost_meter_stops_before_creating(tmp_path: Path):
+    path = postings(tmp_path, ["ok1", "ok2"])
+    with BatchServer() as server:
+        stopped = label(server, path, "--max-cost-usd", "0.0001")
+        assert stopped.exit_code == 1 and "--max-cost-usd" in stopped.output
+        assert (server.uploads, server.creations) == (1, 0)
+        resumed = label(server, path, "--max-cost-usd", "1")
+        assert resumed.exit_code == 0, resumed.output
+        assert (server.uploads, server.creations) == (1, 1)

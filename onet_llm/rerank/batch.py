@@ -44,10 +44,10 @@ def request_line(call_key: str, body: dict[str, Any]) -> str:
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
-def batch_key(call_keys: Iterable[str]) -> str:
-    """A batch's identity: the same requests give the same key, so a resumed run finds the
-    batch (and its file on the server, by name) instead of making another."""
-    return hashlib.sha256("\n".join(sorted(call_keys)).encode()).hexdigest()[:24]
+def batch_key(run_id: str, call_keys: Iterable[str]) -> str:
+    """A batch's identity: the same run and requests give the same key, so a resumed run finds
+    the batch (and its file on the server, by name) instead of making another."""
+    return hashlib.sha256("\n".join([run_id, *sorted(call_keys)]).encode()).hexdigest()[:24]
 
 
 def file_name(key: str) -> str:

@@ -115,7 +115,7 @@ class BatchRunner:
         settings = self.settings
         submitted = 0
         for group in split_lines(fresh, settings.batch_max_requests, settings.batch_max_bytes):
-            key = batch_key(call_key for call_key, _, _ in group.lines)
+            key = batch_key(run_id, (call_key for call_key, _, _ in group.lines))
             self.store.add_batch(
                 key, run_id, settings.llm_model, settings.openai_base_url, group.lines, group.size
             )

@@ -220,7 +220,7 @@ def m007_batches_and_cached_tokens(db: Connection) -> None:
     db.execute(
         """
         CREATE TABLE batches (
-            batch_key VARCHAR PRIMARY KEY,    -- sha256 of the sorted custom_ids (call keys)
+            batch_key VARCHAR PRIMARY KEY,    -- sha256 of the run id and the sorted custom_ids
             run_id VARCHAR,                   -- the label run that submitted it
             model VARCHAR NOT NULL,
             endpoint VARCHAR,                 -- base URL (never a key)

@@ -41,6 +41,7 @@ from onet_llm.types import Candidate, Label, LabelledRow
 
 if TYPE_CHECKING:
     from onet_llm.rerank.reranker import Reranker
+    from onet_llm.settings import Settings
 
 # Bodies longer than this are cut before they reach the store (the encoder and any LLM prompt
 # see far less); the audit trail keeps what mattered for the decision.
@@ -119,6 +120,19 @@ class Labeler:
         return rows
 
 
+def needs_llm(row: LabelledRow, settings: Settings) -> bool:
+    """The cascade rule: a shortlisted row goes to the LLM always, or with `llm_when=uncertain`
+    only when its embedding top-1 is not clearly ahead. The dry run and batch mode ask the
+    same question before anything is sent."""
+    from onet_llm.rerank.reranker import is_uncertain
+
+    if row.source != "embedding" or row.shortlist is None:
+        return False
+    return settings.llm_when != "uncertain" or is_uncertain(
+        row.shortlist, settings.llm_uncertain_margin
+    )
+
+
 def rerank_rows(
     rows: list[LabelledRow],
     reranker: Reranker,
@@ -130,19 +144,7 @@ def rerank_rows(
     only those whose embedding top-1 is not clearly ahead) and replace their labels with its
     ranking. Rows not sent keep source='embedding'; failed ones keep the embedding ranking with
     source='fallback' and the error."""
-    from onet_llm.rerank.reranker import is_uncertain
-
-    settings = reranker.settings
-    selected = [
-        row
-        for row in rows
-        if row.source == "embedding"
-        and row.shortlist is not None
-        and (
-            settings.llm_when != "uncertain"
-            or is_uncertain(row.shortlist, settings.llm_uncertain_margin)
-        )
-    ]
+    selected = [row for row in rows if needs_llm(row, reranker.settings)]
     if not selected:
         return rows
     postings = [row.posting for row in selected]
@@ -181,13 +183,15 @@ def label_file(
     index_key: str,
     on_progress: Progress | None = None,
     reranker: Reranker | None = None,
+    before_chunks: Callable[[RunRecord, LabelInput], None] | None = None,
 ) -> LabelSummary:
     """Label every row of `input_path` into `output_path`, resuming an unfinished identical run.
 
     `input_path` may be an input already opened (and checked) by `open_input`. With a
     `reranker`, each chunk's shortlists go through the LLM before the chunk is committed; its
     calls are cached as they complete, so a run stopped mid-chunk (Ctrl-C, --max-cost-usd)
-    pays nothing again for them when it resumes."""
+    pays nothing again for them when it resumes. `before_chunks(run, opened)` runs once the
+    run is known, before any chunk: batch mode submits and waits for its batches there."""
     started = time.perf_counter()
     opened = input_path if isinstance(input_path, LabelInput) else None
     path = opened.path if opened else Path(input_path)  # type: ignore[arg-type]
@@ -197,6 +201,8 @@ def label_file(
     fingerprint = {**settings_fingerprint, "options": asdict(options), "index": index_key}
     run = find_or_start_run(store, path, output_path, fingerprint, labeler, index_key)
     try:
+        if before_chunks is not None:
+            before_chunks(run, opened)
         rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
         sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
     except KeyboardInterrupt:

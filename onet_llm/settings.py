@@ -53,6 +53,11 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "infer_prompt_version": "ONET_LLM_INFER_PROMPT",
     "infer_examples": "ONET_LLM_INFER_EXAMPLES",
     "fusion": "ONET_LLM_FUSION",
+    # LLM cost at scale (issue 19)
+    "llm_mode": "ONET_LLM_MODE",
+    "batch_poll_s": "ONET_LLM_BATCH_POLL",
+    "batch_max_requests": "ONET_LLM_BATCH_MAX_REQUESTS",
+    "batch_max_bytes": "ONET_LLM_BATCH_MAX_BYTES",
 }
 
 
@@ -96,6 +101,13 @@ class Settings:
     infer_prompt_version: str = "infer_v1"
     infer_examples: int = 3  # nearest O*NET titles shown in the infer prompt
     fusion: str = "rrf"  # rrf | union
+    # -- LLM cost at scale (issue 19) --------------------------------------------------------
+    llm_mode: str = "sync"  # sync | batch (OpenAI's Batch API: half price, within 24 h)
+    batch_poll_s: float = 30.0  # seconds between status checks of a running batch
+    # The Batch API's limits per batch (OpenAI: 50,000 requests, 200 MB input file); larger
+    # inputs are split into several batches.
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200_000_000
 
     @property
     def infer_enabled(self) -> bool:
@@ -162,6 +174,8 @@ _INTEGERS = {
     "llm_rate_limit_retries",
     "llm_validation_retries",
     "infer_examples",
+    "batch_max_requests",
+    "batch_max_bytes",
 }
 _FLOATS = {
     "llm_uncertain_margin",
@@ -172,6 +186,7 @@ _FLOATS = {
     "llm_backoff_max_s",
     "price_input_per_million",
     "price_output_per_million",
+    "batch_poll_s",
 }
 _CHOICES = {
     "llm_when": ("always", "uncertain"),
@@ -179,6 +194,7 @@ _CHOICES = {
     "structured_output": ("auto", "json_schema", "json_object"),
     "llm_stages": ("rerank", "infer,rerank"),
     "fusion": ("rrf", "union"),
+    "llm_mode": ("sync", "batch"),
 }
 
 
@@ -200,8 +216,15 @@ _MINIMUMS: dict[str, float] = {
     "llm_uncertain_margin": 0,
     "price_input_per_million": 0,
     "price_output_per_million": 0,
+    "batch_poll_s": 0,
+    "batch_max_requests": 1,
+    "batch_max_bytes": 1000,
 }
-_FLAGS = {"llm_concurrency": "--concurrency", "max_cost_usd": "--max-cost-usd"}
+_FLAGS = {
+    "llm_concurrency": "--concurrency",
+    "max_cost_usd": "--max-cost-usd",
+    "llm_mode": "--llm-mode",
+}
 
 
 def _coerce(name: str, raw: Any, from_flag: bool = False) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from onet_llm import ONET_ATTRIBUTION, __version__
-from onet_llm.cli import evaluate, label, llm, records, review, train
+from onet_llm.cli import batches, evaluate, label, llm, records, review, train
 from onet_llm.cli.common import CONTEXT_SETTINGS, OnetLLMGroup, console
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command()(label.label)
 app.command()(label.search)
 app.command()(llm.ledger)
+app.command()(batches.batches)
 app.command()(records.runs)
 app.command()(records.logs)
 app.command()(train.train)

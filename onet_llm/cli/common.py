@@ -115,11 +115,16 @@ def print_ledger(frame: pd.DataFrame, title: str, out: Console = console) -> Non
         cost_text = "unknown (no price for this model)" if pd.isna(cost) else f"${cost:.4f}"
         latency = row.median_latency_s
         latency_text = "-" if pd.isna(latency) else f"{latency:.2f}s"
+        cached = int(getattr(row, "cached_tokens", 0) or 0)
+        cached_text = f" ({cached} cached)" if cached else ""
+        batch = int(getattr(row, "batch_calls", 0) or 0)
+        batch_text = f" ({batch} through the Batch API)" if batch else ""
         out.print(
             f"run {row.run_id} model {row.model}: {counted(row.requests, 'request')}, "
-            f"{counted(row.calls, 'call')}, {counted(row.cache_hits, 'cache hit')}, "
+            f"{counted(row.calls, 'call')}{batch_text}, {counted(row.cache_hits, 'cache hit')}, "
             f"{int(row.failed)} failed, {counted(row.http_requests, 'HTTP request')}, "
-            f"tokens {int(row.tokens_in)} in / {int(row.tokens_out)} out, cost {cost_text}, "
+            f"tokens {int(row.tokens_in)} in{cached_text} / {int(row.tokens_out)} out, "
+            f"cost {cost_text}, "
             f"median latency {latency_text}",
             highlight=False,
             soft_wrap=True,

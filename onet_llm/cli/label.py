@@ -96,6 +96,22 @@ InputFormatOption = Annotated[
     StdinFormat | None,
     typer.Option("--input-format", help="Format of stdin (default: JSONL if it starts with '{')."),
 ]
+LlmModeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-mode",
+        help="sync (default) | batch: send the LLM requests through the Batch API (half the "
+        "price, answered within 24 h; the command waits, and resumes the same batch if killed).",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="With --llm: count the rows, cache hits and tokens the LLM would get and price "
+        "them in sync and batch mode; calls no LLM and writes no output.",
+    ),
+]
 StrictOption = Annotated[
     bool,
     typer.Option(
@@ -133,6 +149,8 @@ def label(
     llm_stages: LlmStagesOption = None,
     fusion: FusionOption = None,
     infer_examples: InferExamplesOption = None,
+    llm_mode: LlmModeOption = None,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.postings import LabelOptions, open_input, spool_stdin
@@ -150,7 +168,10 @@ def label(
         llm_stages=llm_stages,
         fusion=fusion,
         infer_examples=infer_examples,
+        llm_mode=llm_mode,
     )
+    if dry_run and not llm:
+        raise OnetLLMError("--dry-run estimates the LLM stage: add --llm")
     options = LabelOptions(
         top_k=top_k,
         shortlist_size=shortlist_size,
@@ -173,6 +194,13 @@ def label(
     opened = open_input(input_path, output, options)  # fails fast, before the model loads
     for warning in opened.warnings:
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if dry_run:
+        try:
+            print_dry_run(estimate_labelling(settings, opened), settings)
+        finally:
+            if stdin:
+                input_path.unlink(missing_ok=True)
+        return
     try:
         summary, llm_ledger, fallbacks = run_labelling(settings, opened, output, llm)
         if to_stdout:
@@ -237,21 +265,76 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
 
     fingerprint: dict = {"model": labeler.encoder.model_id}
     reranker = None
+    before_chunks = None
     if llm:  # before the progress bar: loading the infer examples shows its own status line
         from onet_llm.rerank.reranker import Reranker
 
         reranker = Reranker(settings, run_store, labeler.taxonomy)
         warn_if_measured_worse(run_store, settings)
-        if settings.infer_enabled:
+        if settings.llm_mode == "batch":
+            reranker, before_chunks = open_batch_mode(settings, run_store, reranker, labeler)
+        elif settings.infer_enabled:
             reranker = open_infer_stages(settings, reranker, labeler)
         fingerprint["llm"] = settings.llm_fingerprint()
     with progress_bar("labelling", "rows", plain=False) as on_progress:
         summary = label_file(
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
-            on_progress, reranker,
+            on_progress, reranker, before_chunks,
         )  # fmt: skip
     ledger = run_store.ledger(summary.run_id) if llm else None
     return summary, ledger, run_store.fallback_reasons(summary.run_id)
+
+
+def open_batch_mode(settings: Settings, run_store, reranker, labeler):
+    """`--llm-mode batch`: the step that submits and waits for the batches before the
+    labelling pass, and the reranker of that pass (answers from the cache, the rest in sync)."""
+    from onet_llm.cli.batches import progress_printer
+    from onet_llm.plan import batch_prefill
+    from onet_llm.rerank.batch_runner import BatchAwareReranker, BatchRunner
+
+    meter = getattr(reranker.client, "meter", None)
+    runner = BatchRunner(settings, run_store, reranker.prices, meter)
+    prefill = batch_prefill(labeler, reranker, runner, progress_printer())
+    return BatchAwareReranker(reranker, run_store), prefill
+
+
+def estimate_labelling(settings: Settings, opened):
+    """`--dry-run`: the plan of the LLM stage, priced; no LLM is called, nothing is written
+    but the index cache."""
+    from onet_llm.label import open_labeler
+    from onet_llm.plan import estimate_run
+    from onet_llm.rerank.reranker import Reranker
+    from onet_llm.store import Store
+
+    with Store(settings.resolved_store_path, shared=True) as run_store:
+        labeler, _ = open_labeler(settings.embedding_model, settings.index_cache_dir)
+        reranker = Reranker(settings, run_store, labeler.taxonomy)
+        return estimate_run(labeler, reranker, opened)
+
+
+def print_dry_run(estimate, settings: Settings, out=console) -> None:
+    """The dry run's figures, one per line."""
+
+    def money(value: float | None) -> str:
+        return "unknown (no price for this model)" if value is None else f"${value:,.4f}"
+
+    lines = [
+        f"dry run: no LLM was called; model {settings.llm_model}, --llm-when {settings.llm_when}",
+        f"rows: {estimate.rows:,}; the cascade rule sends {estimate.selected:,} to the LLM",
+        f"cache hits: {estimate.cache_hits:,} (cost nothing)",
+        f"requests to send: {estimate.requests:,}",
+        f"estimated tokens: {estimate.tokens_in:,} in / {estimate.tokens_out:,} out "
+        f"({estimate.mean_prompt_tokens:,.0f} in per request; "
+        f"{estimate.shared_prefix_tokens:,} of them shared by every request)",
+        f"estimated cost, sync: {money(estimate.cost_sync_usd)} "
+        f"({money(estimate.per_1000(estimate.cost_sync_usd))} per 1,000 rows)",
+        f"estimated cost, batch (--llm-mode batch): {money(estimate.cost_batch_usd)} "
+        f"({money(estimate.per_1000(estimate.cost_batch_usd))} per 1,000 rows)",
+        f"prices as of {estimate.prices_checked}; tokens estimated from characters "
+        "(see onet_llm/rerank/estimate.py)",
+    ]
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def open_infer_stages(settings: Settings, reranker, labeler):

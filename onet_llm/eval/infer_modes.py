@@ -69,6 +69,10 @@ def combine_rows(infer_row: LLMRow, rerank_row: LLMRow) -> LLMRow:
         cost_usd=total(infer_row.cost_usd, rerank_row.cost_usd),
         latency_s=total(infer_row.latency_s, rerank_row.latency_s),
         reference_cost_usd=total(infer_row.reference_cost_usd, rerank_row.reference_cost_usd),
+        batch_cost_usd=total(infer_row.batch_cost_usd, rerank_row.batch_cost_usd),
+        reference_batch_cost_usd=total(
+            infer_row.reference_batch_cost_usd, rerank_row.reference_batch_cost_usd
+        ),
         calls=infer_row.calls + rerank_row.calls,
         cached_calls=infer_row.cached_count + rerank_row.cached_count,
     )

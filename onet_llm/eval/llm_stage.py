@@ -90,6 +90,18 @@ def infer_stage(inferrer: InferRerank) -> Any:
     return stage
 
 
+def batch_costs(
+    prices: Prices, model: str, tokens_in: int, tokens_out: int, attempted: bool = True
+) -> dict[str, float | None]:
+    """The same tokens at the Batch API's rate, for the model and the reference model."""
+    if not attempted:
+        return {"batch_cost_usd": 0.0, "reference_batch_cost_usd": 0.0}
+    return {
+        "batch_cost_usd": prices.cost(model, tokens_in, tokens_out, batch=True),
+        "reference_batch_cost_usd": prices.cost(REFERENCE_MODEL, tokens_in, tokens_out, batch=True),
+    }
+
+
 def infer_row(retrieval: Retrieval, prices: Prices, model: str) -> LLMRow:
     """One posting's infer call as the evaluation counts it; `predicted` is the fused list."""
     result = retrieval.infer
@@ -115,6 +127,7 @@ def infer_row(retrieval: Retrieval, prices: Prices, model: str) -> LLMRow:
             else None
         ),
         reference_cost_usd=prices.cost(REFERENCE_MODEL, tokens_in or 0, tokens_out or 0),
+        **batch_costs(prices, model, tokens_in or 0, tokens_out or 0),
     )
 
 
@@ -143,6 +156,7 @@ def llm_row(result: RerankResult, prices: Prices, model: str) -> LLMRow:
         reference_cost_usd=prices.cost(REFERENCE_MODEL, tokens_in or 0, tokens_out or 0)
         if attempted
         else 0.0,
+        **batch_costs(prices, model, tokens_in or 0, tokens_out or 0, attempted),
     )
 
 

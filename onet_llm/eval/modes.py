@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,9 @@ class LLMRow:
     confidence: float | None = None
     none_fits: bool = False
     reference_cost_usd: float | None = None  # the same tokens at the reference model's price
+    # The same tokens sent through the Batch API (its rate), for the model and the reference.
+    batch_cost_usd: float | None = None
+    reference_batch_cost_usd: float | None = None
     calls: int = 1  # LLM calls behind this row's answer (infer-hybrid: 2)
     cached_calls: int | None = None  # of them from the cache (None: all if `cached`, else 0)
 
@@ -318,6 +321,10 @@ def cascade_sweep(
                 "tokens": cost["tokens_in"] + cost["tokens_out"],
                 "cost_usd": cost["cost_usd"],
                 "cost_per_1000_postings_usd": cost["cost_per_1000_postings_usd"],
+                "batch_cost_per_1000_postings_usd": cost["batch_cost_per_1000_postings_usd"],
+                "reference_cost_per_1000_postings_usd": cost[
+                    "reference_cost_per_1000_postings_usd"
+                ],
             }
         )
     return points
@@ -332,6 +339,16 @@ def choose_cascade_threshold(sweep: list[dict[str, Any]]) -> float:
     good = [p for p in sweep if p["top1"] >= target - CASCADE_TOLERANCE - 1e-12]
     best = min(good, key=lambda point: (point["sent_share"], -point["top1"]))
     return float(best["threshold"])
+
+
+def known_sum(values: Iterable[float | None]) -> float | None:
+    """The sum, or None when any value is unknown (a model without a price)."""
+    listed = list(values)
+    return None if any(v is None for v in listed) else float(sum(listed))  # type: ignore[arg-type]
+
+
+def per_1000(cost: float | None, n_rows: int) -> float | None:
+    return cost / n_rows * 1000 if cost is not None and n_rows else None
 
 
 def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any]:
@@ -356,6 +373,8 @@ def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any
         if all(value is not None for value in references)
         else None
     )
+    batch = known_sum(row.batch_cost_usd for row in sent)
+    reference_batch = known_sum(row.reference_batch_cost_usd for row in sent)
     latencies = [row.latency_s for row in sent if row.latency_s is not None]
     errors = Counter(row.error for row in sent if row.error)
     return {
@@ -378,6 +397,8 @@ def llm_summary(llm_rows: Sequence[LLMRow | None], n_rows: int) -> dict[str, Any
         "reference_cost_per_1000_postings_usd": reference / n_rows * 1000
         if reference is not None and n_rows
         else None,
+        "batch_cost_per_1000_postings_usd": per_1000(batch, n_rows),
+        "reference_batch_cost_per_1000_postings_usd": per_1000(reference_batch, n_rows),
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "latency_calls": len(latencies),

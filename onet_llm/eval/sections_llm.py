@@ -37,6 +37,52 @@ def llm_row_cells(mode: str, item: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+SENDING_NOTE = (
+    "Sync sends one request per row and pays the list price; batch (`label --llm-mode batch`) "
+    "sends the same requests through the Batch API at its rate (OpenAI: half price, answered "
+    "within 24 hours); the cascade sends only the rows its rule selects, in either way. Costs "
+    "are the tokens each answer's call recorded in the ledger, priced with the price table "
+    "(onet_llm/rerank/cost.py, dated there); prompt tokens a server served from its prefix "
+    "cache are priced at the cached rate only in the ledger, not here (none were reported)."
+)
+
+
+def cost_by_mode_blocks(metrics: dict[str, Any], llm_modes: list[str]) -> list[Block]:
+    """Cost per 1,000 postings of each LLM mode, sent in sync and through the Batch API; at
+    the reference model's prices too, so an unpriced (local) model's tokens read in dollars."""
+    llm = metrics["settings"].get("llm") or {}
+    reference = llm.get("reference_model", "reference")
+    rows = []
+    for mode in llm_modes:
+        item = metrics["modes"][mode]["llm"]
+        rows.append(
+            (
+                mode,
+                str(item["rows_sent"]),
+                money(item["cost_per_1000_postings_usd"]),
+                money(item.get("batch_cost_per_1000_postings_usd")),
+                money(item.get("reference_cost_per_1000_postings_usd")),
+                money(item.get("reference_batch_cost_per_1000_postings_usd")),
+            )
+        )
+    return [
+        Block("h3", "Cost per 1,000 postings: sync, batch and cascade"),
+        Block(
+            "table",
+            headers=(
+                "mode",
+                "rows sent",
+                "sync",
+                "batch",
+                f"sync at {reference} prices",
+                f"batch at {reference} prices",
+            ),
+            rows=tuple(rows),
+        ),
+        Block("p", SENDING_NOTE),
+    ]
+
+
 def llm_section(
     metrics: dict[str, Any], modes: list[str], plots: dict[str, bytes], notes: str
 ) -> list[Block]:
@@ -68,6 +114,7 @@ def llm_section(
             )
         )
         blocks.append(Block("p", LLM_FIGURES_NOTE))
+        blocks.extend(cost_by_mode_blocks(metrics, llm_modes))
         rerank_seconds = (metrics.get("seconds") or {}).get("rerank")
         if rerank_seconds is not None:
             blocks.append(
@@ -120,13 +167,22 @@ def cascade_section(
                 pct(point["top5"]),
                 f"{point['tokens']:,}",
                 money(point["cost_per_1000_postings_usd"]),
+                money(point.get("batch_cost_per_1000_postings_usd")),
             )
             for point in sorted(cascade["sweep"], key=lambda p: p["sent_share"])
         )
         blocks.append(
             Block(
                 "table",
-                headers=("threshold", "rows sent", "top-1", "top-5", "LLM tokens", "cost / 1,000"),
+                headers=(
+                    "threshold",
+                    "rows sent",
+                    "top-1",
+                    "top-5",
+                    "LLM tokens",
+                    "cost / 1,000",
+                    "batch cost / 1,000",
+                ),
                 rows=rows,
             )
         )

@@ -36,6 +36,7 @@ class Usage:
 
     http: int = 0
     validation_retries: int = 0
+    cached_tokens: int = 0  # prompt tokens the server served from its prefix cache
     transport: dict[str, int] = field(default_factory=lambda: {"transport": 0, "rate_limit": 0})
     _tokens: list[int | None] = field(default_factory=lambda: [0, 0])
 
@@ -64,6 +65,13 @@ def token_count(usage: object, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         return None
     return int(value)
+
+
+def cached_token_count(usage: object) -> int:
+    """Prompt tokens served from the server's prefix cache
+    (`usage.prompt_tokens_details.cached_tokens`); 0 when the server does not say."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    return token_count(details, "cached_tokens") or 0
 
 
 def reply_message(body: dict) -> tuple[dict | None, str | None]:
@@ -102,6 +110,23 @@ class Completion:
     content: str | None
     parsed: RerankAnswer | None = None
     problem: str | None = None
+
+
+def completion_from_body(body: dict, redact: Redactor) -> Completion:
+    """A chat completion body as a `Completion` (text redacted, not parsed), or the problem with
+    it: the sync client and the Batch API's output lines read replies the same way."""
+    message, problem = reply_message(body)
+    if message is None:
+        return Completion(None, None, problem)
+    content = message.get("content")
+    content = redact(content) if isinstance(content, str) else None
+    if message.get("refusal"):
+        return Completion(
+            content, None, f"the model refused: {redact(str(message['refusal']))[:200]}"
+        )
+    if message.get("finish_reason") == "length":
+        return Completion(content, None, CUT_OFF)
+    return Completion(content)
 
 
 class CompletionError(Exception):
@@ -197,28 +222,23 @@ class OpenAIClient:
                 )
             tokens_in = token_count(body.get("usage"), "prompt_tokens")
             tokens_out = token_count(body.get("usage"), "completion_tokens")
+            cached = cached_token_count(body.get("usage"))
             usage.add_tokens(tokens_in, tokens_out)
+            usage.cached_tokens += cached
             if tokens_in is not None and tokens_out is not None:
-                actual = self.prices.cost(self.settings.llm_model, tokens_in, tokens_out)
+                actual = self.prices.cost(self.settings.llm_model, tokens_in, tokens_out, cached)
         finally:
             self.meter.settle(estimate, actual)
         return self._completion(raw, body, mode)
 
     def _completion(self, raw: Any, body: dict, mode: str) -> Completion:
         """The reply's text (secrets redacted) and parsed answer, or the problem with it."""
-        message, problem = reply_message(body)
-        if message is None:
-            return Completion(None, None, problem)
-        content = message.get("content")
-        content = self.redact(content) if isinstance(content, str) else None
-        if message.get("refusal"):
-            return Completion(
-                content, None, f"the model refused: {self.redact(str(message['refusal']))[:200]}"
-            )
-        if message.get("finish_reason") == "length":
-            return Completion(content, None, CUT_OFF)
-        if mode == "json_object" or content != message.get("content"):
-            return Completion(content)  # redacted text is parsed again from `content`
+        completion = completion_from_body(body, self.redact)
+        if completion.problem is not None or mode == "json_object":
+            return completion
+        message, _ = reply_message(body)
+        if message is None or completion.content != message.get("content"):
+            return completion  # redacted text is parsed again from `content`
         try:
             parsed = raw.parse().choices[0].message.parsed
         except (
@@ -229,8 +249,8 @@ class OpenAIClient:
             AttributeError,
             openai.OpenAIError,
         ):
-            return Completion(content)  # parse_answer() words the problem for the model
-        return Completion(content, parsed)
+            return completion  # parse_answer() words the problem for the model
+        return Completion(completion.content, parsed)
 
     def _send(self, messages: list[dict], schema: AnswerSchema, mode: str) -> Any:
         common = {

@@ -293,7 +293,9 @@ class Inferrer:
         error: str | None,
         run_id: str | None,
     ) -> float | None:
-        cost = self.prices.cost(self.settings.llm_model, usage.tokens_in, usage.tokens_out)
+        cost = self.prices.cost(
+            self.settings.llm_model, usage.tokens_in, usage.tokens_out, usage.cached_tokens
+        )
         self.store.record_call(
             {
                 **request.call,
@@ -306,6 +308,7 @@ class Inferrer:
                 "response_parsed": inference.as_record() if inference is not None else None,
                 "tokens_in": usage.tokens_in,
                 "tokens_out": usage.tokens_out,
+                "cached_tokens": usage.cached_tokens,
                 "cost_usd": cost,
                 "latency_s": time.perf_counter() - started,
                 "status": status,

@@ -181,20 +181,9 @@ class Reranker:
         if not shortlist:
             return RerankResult(labels=[], source="fallback", error="empty shortlist")
         request = self.render(posting, shortlist, top_k)
-        hit = self.store.cached_call(request.call_key)
-        if hit is not None and hit["response_parsed"] is not None:
-            self.store.record_call({**request.call, "status": "ok"}, run_id, cached=True)
-            answer = Answer.from_record(hit["response_parsed"])
-            return RerankResult(
-                labels=labels_from_answer(answer, shortlist, top_k),
-                source="llm",
-                call_key=request.call_key,
-                cached=True,
-                cost_usd=0.0,
-                latency_s=time.perf_counter() - started,
-                answer=answer,
-                first_call={key: hit[key] for key in ("tokens_in", "tokens_out", "latency_s")},
-            )
+        hit = self.cached_result(request, shortlist, top_k, run_id, started)
+        if hit is not None:
+            return hit
         usage = Usage()
         answer, conversation, content, error = self.ask(request, usage, run_id, started)
         status = "ok" if answer is not None else "error"
@@ -220,6 +209,32 @@ class Reranker:
             source="llm",
             answer=answer,
             **common,
+        )
+
+    def cached_result(
+        self,
+        request: Request,
+        shortlist: list[Candidate],
+        top_k: int,
+        run_id: str | None,
+        started: float,
+    ) -> RerankResult | None:
+        """The result served from the cache (logged as a cache hit), or None on a miss. A
+        batch's answers reach the rows this way too: they are stored under the same key."""
+        hit = self.store.cached_call(request.call_key)
+        if hit is None or hit["response_parsed"] is None:
+            return None
+        self.store.record_call({**request.call, "status": "ok"}, run_id, cached=True)
+        answer = Answer.from_record(hit["response_parsed"])
+        return RerankResult(
+            labels=labels_from_answer(answer, shortlist, top_k),
+            source="llm",
+            call_key=request.call_key,
+            cached=True,
+            cost_usd=0.0,
+            latency_s=time.perf_counter() - started,
+            answer=answer,
+            first_call={key: hit[key] for key in ("tokens_in", "tokens_out", "latency_s")},
         )
 
     def render(self, posting: Posting, shortlist: list[Candidate], top_k: int) -> Request:
@@ -316,7 +331,9 @@ class Reranker:
         error: str | None,
         run_id: str | None,
     ) -> float | None:
-        cost = self.prices.cost(self.settings.llm_model, usage.tokens_in, usage.tokens_out)
+        cost = self.prices.cost(
+            self.settings.llm_model, usage.tokens_in, usage.tokens_out, usage.cached_tokens
+        )
         self.store.record_call(
             {
                 **request.call,
@@ -329,6 +346,7 @@ class Reranker:
                 "response_parsed": answer.as_record() if answer is not None else None,
                 "tokens_in": usage.tokens_in,
                 "tokens_out": usage.tokens_out,
+                "cached_tokens": usage.cached_tokens,
                 "cost_usd": cost,
                 "latency_s": time.perf_counter() - started,
                 "status": status,

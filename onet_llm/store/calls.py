@@ -24,6 +24,8 @@ SELECT coalesce(run_id, '-') AS run_id,
        CAST(coalesce(sum(attempts), 0) AS BIGINT) AS http_requests,
        CAST(coalesce(sum(tokens_in), 0) AS BIGINT) AS tokens_in,
        CAST(coalesce(sum(tokens_out), 0) AS BIGINT) AS tokens_out,
+       CAST(coalesce(sum(cached_tokens), 0) AS BIGINT) AS cached_tokens,
+       count(*) FILTER (WHERE mode = 'batch' AND NOT cached) AS batch_calls,
        CASE WHEN count(*) FILTER (WHERE NOT cached AND cost_usd IS NULL) > 0
             THEN NULL ELSE coalesce(sum(cost_usd), 0) END AS cost_usd,
        median(latency_s) FILTER (WHERE NOT cached) AS median_latency_s,
@@ -32,6 +34,21 @@ FROM call_log {where}
 GROUP BY ALL
 ORDER BY first_request
 """
+
+
+CALL_COLUMNS = (
+    "call_key, model, prompt_version, prompt_hash, schema_hash, request, response_raw, "
+    "response_parsed, tokens_in, tokens_out, cost_usd, latency_s, status, error, attempts, "
+    "validation_retries, transport_retries, created_at, cached_tokens, mode"
+)
+LOG_COLUMNS = (
+    "request_id, run_id, call_key, model, cached, status, tokens_in, tokens_out, cost_usd, "
+    "latency_s, attempts, created_at, cached_tokens, mode"
+)
+
+
+def _placeholders(columns: str) -> str:
+    return ", ".join("?" for _ in columns.split(","))
 
 
 def _call_values(call: dict) -> list:
@@ -55,6 +72,8 @@ def _call_values(call: dict) -> list:
         call.get("validation_retries"),
         call.get("transport_retries"),
         now(),
+        call.get("cached_tokens") or 0,
+        call.get("mode") or "sync",
     ]
 
 
@@ -72,7 +91,23 @@ def _log_values(call: dict, run_id: str | None, cached: bool) -> list:
         0.0 if cached else call.get("latency_s"),
         0 if cached else call.get("attempts"),
         now(),
+        0 if cached else call.get("cached_tokens") or 0,
+        call.get("mode") or "sync",
     ]
+
+
+def write_call(cursor, call: dict, run_id: str | None, cached: bool) -> None:
+    """The statements of `record_call`, inside the caller's transaction (a batch stores all of
+    its answers in one)."""
+    if not cached:
+        cursor.execute(
+            f"INSERT OR REPLACE INTO calls ({CALL_COLUMNS}) VALUES ({_placeholders(CALL_COLUMNS)})",
+            _call_values(call),
+        )
+    cursor.execute(
+        f"INSERT INTO call_log ({LOG_COLUMNS}) VALUES ({_placeholders(LOG_COLUMNS)})",
+        _log_values(call, run_id, cached),
+    )
 
 
 class CallTables(Database):
@@ -99,16 +134,7 @@ class CallTables(Database):
     def record_call(self, call: dict, run_id: str | None, cached: bool) -> None:
         """Write a call (unless served from the cache) and its log entry in one transaction."""
         with self.cursor() as cursor, transaction(cursor):
-            if not cached:
-                cursor.execute(
-                    "INSERT OR REPLACE INTO calls VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    _call_values(call),
-                )
-            cursor.execute(
-                "INSERT INTO call_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _log_values(call, run_id, cached),
-            )
+            write_call(cursor, call, run_id, cached)
 
     def calls(self) -> pd.DataFrame:
         with self._lock:

@@ -208,6 +208,56 @@ def m006_eval_results(db: Connection) -> None:
     )
 
 
+def m007_batches_and_cached_tokens(db: Connection) -> None:
+    """Cost at scale (issue 19): prompt tokens served from the server's prefix cache, and
+    whether a call went synchronously or through the Batch API (priced at its own rate), on
+    both the cache and the ledger; the batches a label run submitted and their requests, so a
+    killed run resumes the same batch instead of uploading and paying again."""
+    for table in ("calls", "call_log"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN cached_tokens BIGINT DEFAULT 0")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN mode VARCHAR DEFAULT 'sync'")  # sync | batch
+        db.execute(f"UPDATE {table} SET cached_tokens = 0, mode = 'sync'")
+    db.execute(
+        """
+        CREATE TABLE batches (
+            batch_key VARCHAR PRIMARY KEY,    -- sha256 of the run id and the sorted custom_ids
+            run_id VARCHAR,                   -- the label run that submitted it
+            model VARCHAR NOT NULL,
+            endpoint VARCHAR,                 -- base URL (never a key)
+            requests BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,            -- size of the uploaded JSONL
+            file_id VARCHAR,                  -- set once uploaded
+            batch_id VARCHAR,                 -- set once created
+            status VARCHAR NOT NULL,          -- prepared | uploaded | the server's status
+                                              -- (validating ... completed, expired, cancelled)
+                                              -- | processed (answers stored)
+            completed BIGINT DEFAULT 0,       -- the server's request_counts
+            failed BIGINT DEFAULT 0,
+            output_file_id VARCHAR,
+            error_file_id VARCHAR,
+            answered BIGINT,                  -- lines stored as valid answers when processed
+            cost_usd DOUBLE,                  -- of the answered lines, at the batch rate
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE batch_requests (
+            batch_key VARCHAR NOT NULL,
+            call_key VARCHAR NOT NULL,        -- the line's custom_id
+            position BIGINT NOT NULL,         -- line number in the input file, from 0
+            line VARCHAR NOT NULL,            -- the JSONL line as uploaded (no key)
+            call JSON NOT NULL,               -- the `calls` identity columns and parameters
+            status VARCHAR NOT NULL,          -- pending | ok | error
+            error VARCHAR,                    -- why the line gave no usable answer
+            PRIMARY KEY (batch_key, call_key)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_runs,
     m002_llm_calls,
@@ -215,6 +265,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m004_kept_columns,
     m005_review_queues_and_samples,
     m006_eval_results,
+    m007_batches_and_cached_tokens,
 ]
 
 

@@ -45,6 +45,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARKER = re.compile(r"\[\[fault:(\w+)\]\]")
@@ -63,7 +64,13 @@ class FaultServer:
         prompt_tokens: int = 1000,
         completion_tokens: int = 100,
         trickle_seconds: float = 20.0,
+        count_tokens: Callable[[list[dict]], int] | None = None,
     ) -> None:
+        # `count_tokens(messages)`, when given, is the prompt_tokens each reply reports (a real
+        # tokenizer: what the dry run's estimate is checked against); else `prompt_tokens`.
+        self.count_tokens = count_tokens
+        self.cached_tokens = 0  # reported as usage.prompt_tokens_details.cached_tokens
+        self.prompt_tokens_counted = 0
         self.trickle_seconds = trickle_seconds
         self.json_schema = json_schema
         self.max_length = max_length
@@ -107,6 +114,8 @@ class FaultServer:
             self.times[fault].append(time.monotonic())
             self.bodies.append(body)
             seen = self.requests[fault]
+            if self.count_tokens is not None:
+                self.prompt_tokens_counted += self.count_tokens(body.get("messages", []))
         response_format = (body.get("response_format") or {}).get("type")
         if response_format == "json_schema" and not self.json_schema:
             return 400, {}, _error("response_format type json_schema is not supported")
@@ -194,6 +203,9 @@ class FaultServer:
         return 200, {}, self._completion(body, json.dumps(answer))
 
     def _completion(self, body: dict, content: str) -> dict:
+        prompt_tokens = self.prompt_tokens
+        if self.count_tokens is not None:
+            prompt_tokens = self.count_tokens(body.get("messages", []))
         return {
             "id": "chatcmpl-fault",
             "object": "chat.completion",
@@ -207,9 +219,10 @@ class FaultServer:
                 }
             ],
             "usage": {
-                "prompt_tokens": self.prompt_tokens,
+                "prompt_tokens": prompt_tokens,
                 "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "total_tokens": prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
             },
         }
 

@@ -22,6 +22,7 @@ DEFAULT_HOME = Path("~/.cache/onet-llm")
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "home": "ONET_LLM_HOME",
     "embedding_model": "ONET_LLM_EMBEDDING_MODEL",
+    "encoder_backend": "ONET_LLM_ENCODER_BACKEND",
     "store_path": "ONET_LLM_STORE",
     # LLM rerank (issue 6)
     "openai_api_key": "OPENAI_API_KEY",
@@ -62,6 +63,7 @@ class Settings:
 
     home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
     embedding_model: str = "default"
+    encoder_backend: str = "torch"  # torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py)
     store_path: Path | None = None
     # -- LLM rerank (issue 6); see .env.example for what each one does ----------------------
     # The key is excluded from repr and from `llm_fingerprint()`: it never reaches the store.
@@ -174,6 +176,7 @@ _FLOATS = {
     "price_output_per_million",
 }
 _CHOICES = {
+    "encoder_backend": ("torch", "onnx", "onnx-int8"),
     "llm_when": ("always", "uncertain"),
     "candidate_order": ("embedding", "shuffle"),
     "structured_output": ("auto", "json_schema", "json_object"),
@@ -201,7 +204,11 @@ _MINIMUMS: dict[str, float] = {
     "price_input_per_million": 0,
     "price_output_per_million": 0,
 }
-_FLAGS = {"llm_concurrency": "--concurrency", "max_cost_usd": "--max-cost-usd"}
+_FLAGS = {
+    "llm_concurrency": "--concurrency",
+    "max_cost_usd": "--max-cost-usd",
+    "encoder_backend": "--encoder-backend",
+}
 
 
 def _coerce(name: str, raw: Any, from_flag: bool = False) -> Any:

@@ -120,7 +120,8 @@ class Encoder:
     `backend` runs the light path on torch (the reference), or on ONNX Runtime in fp32
     (`onnx`) or int8 (`onnx-int8`), exported once into `export_cache_dir` (see `onnx.py`).
     The fingerprint, and so every index key, stays the model's: indexes hold exact vectors
-    (`exact()` builds them), only queries go through the chosen backend."""
+    (`exact()` builds them), only queries go through the chosen backend. `threads` caps the
+    compute threads (None: the library's default, one per core)."""
 
     def __init__(
         self,
@@ -129,6 +130,7 @@ class Encoder:
         light: bool = True,
         backend: str = "torch",
         export_cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         from onet_llm.shortlist.light import is_plain_mean_pooling
         from onet_llm.shortlist.onnx import ENCODER_BACKENDS
@@ -149,6 +151,7 @@ class Encoder:
             )
         self.backend = backend
         self.export_cache_dir = export_cache_dir
+        self.threads = threads
         self._model = None
         self._light_model = None
 
@@ -174,13 +177,17 @@ class Encoder:
         if self.backend == "torch":
             from onet_llm.shortlist.light import MeanPoolingModel
 
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)  # torch's pool is per process
             return MeanPoolingModel
         from onet_llm.shortlist.onnx import OnnxMeanPoolingModel, ensure_export
 
         if self.export_cache_dir is None:
             raise ModelError(f"encoder backend {self.backend} needs a cache folder for its export")
         onnx_file = ensure_export(self.path, self.fingerprint, self.backend, self.export_cache_dir)
-        return lambda path: OnnxMeanPoolingModel(path, onnx_file)
+        return lambda path: OnnxMeanPoolingModel(path, onnx_file, self.threads)
 
     def exact(self) -> Encoder:
         """An encoder whose vectors equal torch's (to float tolerance): what an index cached

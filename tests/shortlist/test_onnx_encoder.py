@@ -6,6 +6,8 @@ The export is made once per test session in a temporary cache (fp32 then int8: s
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,37 @@ def test_onnx_backends_agree_with_torch(
     assert cosines.min() >= floor, (backend, float(cosines.min()), int(cosines.argmin()))
     if backend == "onnx":  # the same graph in fp32: the same vectors, to float tolerance
         assert np.abs(vectors - torch_vectors).max() < 1e-4
+
+
+def test_the_tokenizer_gives_the_ids_transformers_gives(fixed_slice: list[str]):
+    from transformers import AutoTokenizer
+
+    from onet_llm.shortlist.onnx import fast_tokenizer, model_limits
+
+    path = Encoder("default").path
+    _, max_length = model_limits(path)
+    reference = AutoTokenizer.from_pretrained(str(path))(
+        fixed_slice, padding=True, truncation=True, max_length=max_length
+    )
+    encodings = fast_tokenizer(path, max_length).encode_batch(fixed_slice)
+    assert [e.ids for e in encodings] == reference["input_ids"]
+    assert [e.attention_mask for e in encodings] == reference["attention_mask"]
+    assert [e.type_ids for e in encodings] == reference["token_type_ids"]
+
+
+def test_a_cached_export_encodes_without_importing_torch(export_home: Path):
+    """The memory and start-up the ONNX backends save come from never loading torch."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from onet_llm.shortlist.encoder import Encoder\n"
+        f"cache = Path({str(export_home / 'index')!r})\n"
+        "Encoder('default', backend='onnx-int8', export_cache_dir=cache).encode(['Welder'])\n"
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
 
 
 def test_the_export_is_cached_by_fingerprint_and_backend(export_home: Path):

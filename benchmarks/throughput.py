@@ -17,12 +17,12 @@ ratios to torch in the same run are what count. Each child reports:
    average when it started and ended.
 
 Accuracy (top-1, top-5, shortlist recall@20 at the 8-digit level) of each backend comes from
-one child per backend on the dev-ads test split and the reported-titles test split (that
-one over an index without its titles, built once and cached). `--batch-sizes`,
-`--threads-list` (0: the library's default) and `--orders sorted,input` (encode in input
-order, batch by batch, instead of sorted by length) measure the cheap wins: every combination
-is a configuration. The output is markdown tables of medians and ratios to the first
-configuration.
+one child per backend on the dev-ads test split and the reported-titles test split (that one
+over an index without its titles, built once by the fp32 ONNX encoder and cached).
+`--batch-sizes`, `--threads-list` (0: the library's default) and `--orders sorted,input`
+(encode in input order, batch by batch, instead of sorted by length) measure the cheap wins:
+every combination is a configuration. The output is markdown tables of medians and ratios to
+the first configuration.
 """
 
 from __future__ import annotations
@@ -60,11 +60,9 @@ def open_worker_labeler(args: argparse.Namespace):
     from onet_llm.settings import Settings
 
     settings = Settings.load()
-    labeler, index_key = open_labeler(
-        "default", settings.index_cache_dir, encoder_backend=args.backend
-    )
-    labeler.encoder.batch_size = args.batch_size
-    labeler.encoder.threads = args.threads or None
+    options = {"backend": args.backend, "threads": args.threads or None}
+    options["batch_size"] = args.batch_size
+    labeler, index_key = open_labeler("default", settings.index_cache_dir, encoder_options=options)
     labeler.encoder.encode(["warm up the model"])  # loading is not throughput
     if args.order == "input":
         keep_input_order(labeler.encoder)
@@ -151,7 +149,7 @@ def accuracy_worker(args: argparse.Namespace) -> dict:
         dataset = load_dataset(name, taxonomy)
         prebuild_index(cache, taxonomy, dataset.excluded_titles)
         labeler, _ = open_eval_labeler(
-            "default", cache, taxonomy, dataset.excluded_titles, args.backend
+            "default", cache, taxonomy, dataset.excluded_titles, {"backend": args.backend}
         )
         run = run_evaluation(dataset, labeler, EvalOptions(resamples=100), {})
         metrics = score_run(run, taxonomy)
@@ -223,9 +221,9 @@ def print_accuracy_table(accuracy: dict[str, dict]) -> None:
         for name, scores in by_data.items():
             delta = 100 * (scores["top1"] - first[name]["top1"])
             print(
-                f"| {backend} | {name} | {scores['rows']} | {100 * scores['top1']:.1f}% "
-                f"| {100 * scores['top5']:.1f}% | {100 * scores['recall20']:.1f}% "
-                f"| {delta:+.1f} |"
+                f"| {backend} | {name} | {scores['rows']} | {100 * scores['top1']:.2f}% "
+                f"| {100 * scores['top5']:.2f}% | {100 * scores['recall20']:.2f}% "
+                f"| {delta:+.2f} |"
             )
 
 

@@ -101,7 +101,7 @@ class Labeler:
         self._labeler, self.index_key = open_labeler(
             self.settings.embedding_model,
             self.settings.index_cache_dir,
-            encoder_backend=self.settings.encoder_backend,
+            encoder_options=self.settings.encoder_options(),
         )
 
     def search(

@@ -165,7 +165,7 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
             settings.index_cache_dir,
             taxonomy,
             dataset.excluded_titles,
-            settings.encoder_backend,
+            settings.encoder_options(),
         )
         infer = None
         if infer_factory is not None and INFER_MODES & set(options.modes):

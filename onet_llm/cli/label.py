@@ -230,7 +230,7 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
                 settings.embedding_model,
                 settings.index_cache_dir,
                 on_build_progress=building,
-                encoder_backend=settings.encoder_backend,
+                encoder_options=settings.encoder_options(),
             )
         return label_into(settings, run_store, labeler, index_key, opened, output, llm)
 

@@ -20,7 +20,7 @@ def open_eval_labeler(
     index_cache_dir: Path,
     taxonomy: Taxonomy,
     excluded_titles: Sequence[str],
-    encoder_backend: str = "torch",
+    encoder_options: dict[str, Any] | None = None,
 ) -> tuple[Any, str]:
     """The product's labeler, over an index that leaves out `excluded_titles` when the data is
     itself made of taxonomy titles (otherwise the evaluation would measure lookup)."""
@@ -32,7 +32,7 @@ def open_eval_labeler(
         load_or_build_index,
     )
 
-    encoder = Encoder(model, backend=encoder_backend, export_cache_dir=index_cache_dir)
+    encoder = Encoder(model, export_cache_dir=index_cache_dir, **(encoder_options or {}))
     index = load_or_build_index(
         encoder, taxonomy, index_cache_dir, DEFAULT_REPRESENTATION, excluded_titles
     )

@@ -6,6 +6,7 @@ The export is made once per test session in a temporary cache (fp32 then int8: s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,12 +129,25 @@ def test_a_bad_backend_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(InputError, match="ONET_LLM_ENCODER_BACKEND: expected one of torch"):
         Settings.load()
     monkeypatch.setenv("ONET_LLM_ENCODER_BACKEND", "onnx-int8")
-    assert Settings.load().encoder_backend == "onnx-int8"
+    monkeypatch.setenv("ONET_LLM_ENCODER_THREADS", "1")
+    monkeypatch.setenv("ONET_LLM_ENCODER_BATCH_SIZE", "16")
+    assert Settings.load().encoder_options() == {
+        "backend": "onnx-int8",
+        "threads": 1,
+        "batch_size": 16,
+    }
+    monkeypatch.setenv("ONET_LLM_ENCODER_BATCH_SIZE", "0")
+    with pytest.raises(InputError, match="ONET_LLM_ENCODER_BATCH_SIZE must be at least 1"):
+        Settings.load()
     result = runner.invoke(app, ["search", "Welder", "--encoder-backend", "int4"])
     assert result.exit_code == 2 and "int4" in result.output
 
 
-def test_search_and_label_run_on_the_int8_backend(export_home: Path, tmp_path: Path):
+def test_search_and_label_run_on_the_int8_backend(
+    export_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ONET_LLM_ENCODER_THREADS", "1")  # one thread, small batches: as fast
+    monkeypatch.setenv("ONET_LLM_ENCODER_BATCH_SIZE", "16")  # on a shared machine (README)
     int8 = ["--encoder-backend", "onnx-int8", "--home", str(export_home)]
     result = runner.invoke(app, ["search", "Registered Nurse", "-n", "3", "--json", *int8])
     assert result.exit_code == 0, result.output
@@ -143,8 +157,21 @@ def test_search_and_label_run_on_the_int8_backend(export_home: Path, tmp_path: P
     result = runner.invoke(app, ["label", str(postings), "-o", str(tmp_path / "out.csv"), *int8])
     assert result.exit_code == 0, result.output
     labels = pd.read_csv(tmp_path / "out.csv", dtype=str)
-    searched = Labeler(home=export_home, encoder_backend="onnx-int8").search(
-        ["Registered Nurse", "Forklift Operator"], size=1
-    )  # int8 may swap near-ties (Forklift Operator: 0.705 vs 0.702 under torch): same backend
+    api = Labeler(home=export_home, encoder_backend="onnx-int8")
+    encoder = api._labeler.encoder
+    assert (encoder.backend, encoder.threads, encoder.batch_size) == ("onnx-int8", 1, 16)
+    searched = api.search(["Registered Nurse", "Forklift Operator"], size=1)
+    # int8 may swap near-ties (Forklift Operator: 0.705 vs 0.702 under torch): same backend
     assert labels["onet_code_1"].tolist() == [r.matches[0].onet_code for r in searched]
     assert labels["onet_code_1"][0] == "29-1141.00"
+
+
+def test_eval_records_the_backend_it_encoded_with(export_home: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    int8 = ["--encoder-backend", "onnx-int8", "--home", str(export_home)]
+    result = runner.invoke(app, ["eval", "--sample", "20", "--resamples", "100", "--out", str(out),
+                                 *int8])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["encoder_backend"] == "onnx-int8" and metrics["rows"] == 20
+    assert "Queries encoded with the `onnx-int8` backend." in (out / "report.md").read_text()

@@ -93,19 +93,33 @@ def titles_per_second(labeler, titles: list[str]) -> float:
     return len(titles) / (time.perf_counter() - started)
 
 
-def postings_per_second(labeler, index_key: str, postings: pd.DataFrame) -> float:
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def postings_per_second(
+    labeler, index_key: str, postings: pd.DataFrame
+) -> tuple[float, list[float]]:
+    """Rows per second of `label_file`, and the resident memory after every chunk (so that
+    growth with the number of rows shows)."""
     from onet_llm.label import LabelOptions, label_file
     from onet_llm.store import Store
 
+    memory: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         input_path = Path(folder) / "postings.csv"
         postings.to_csv(input_path, index=False)
         with Store(Path(folder) / "store.duckdb") as store:
             started = time.perf_counter()
             summary = label_file(
-                labeler, store, input_path, Path(folder) / "out.csv", LabelOptions(), {}, index_key
-            )
-            return summary.rows / (time.perf_counter() - started)
+                labeler, store, input_path, Path(folder) / "out.csv", LabelOptions(), {},
+                index_key, lambda done, total: memory.append(resident_mib()),
+            )  # fmt: skip
+            return summary.rows / (time.perf_counter() - started), memory
 
 
 def speed_worker(args: argparse.Namespace) -> dict:
@@ -115,10 +129,15 @@ def speed_worker(args: argparse.Namespace) -> dict:
     titles = postings["title"].tolist()[: args.titles]
     rows = postings.sample(n=args.rows, replace=args.rows > len(postings), random_state=1)
     rows.insert(0, "id", [f"p{i}" for i in range(len(rows))])
+    titles_rate = titles_per_second(labeler, titles)
+    postings_rate, memory = postings_per_second(labeler, index_key, rows)
+    quarter = max(1, len(memory) // 4)
     return {
-        "titles_per_s": titles_per_second(labeler, titles),
-        "postings_per_s": postings_per_second(labeler, index_key, rows),
+        "titles_per_s": titles_rate,
+        "postings_per_s": postings_rate,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_first_quarter_mib": statistics.median(memory[1 : quarter + 1] or memory),
+        "rss_last_quarter_mib": statistics.median(memory[-quarter:]),
         "load": [load_before, os.getloadavg()[0]],
     }
 
@@ -200,8 +219,9 @@ def print_speed_table(measured: dict[tuple, list[dict]]) -> None:
     base_titles = median_of(reference, "titles_per_s")
     base_postings = median_of(reference, "postings_per_s")
     print("| backend | batch | threads | order | titles/s | x first | postings/s | x first "
-          "| peak RSS MiB | load avg (start-end, per child) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MiB | RSS first / last quarter of chunks "
+          "| load avg (start-end, per child) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (backend, batch, threads, order), results in measured.items():
         titles = median_of(results, "titles_per_s")
         postings = median_of(results, "postings_per_s")
@@ -209,7 +229,9 @@ def print_speed_table(measured: dict[tuple, list[dict]]) -> None:
         print(
             f"| {backend} | {batch} | {threads or 'default'} | {order} | {titles:,.0f} "
             f"| {titles / base_titles:.2f} | {postings:,.1f} | {postings / base_postings:.2f} "
-            f"| {median_of(results, 'peak_rss_mib'):,.0f} | {loads} |"
+            f"| {median_of(results, 'peak_rss_mib'):,.0f} "
+            f"| {median_of(results, 'rss_first_quarter_mib'):,.0f} / "
+            f"{median_of(results, 'rss_last_quarter_mib'):,.0f} | {loads} |"
         )
 
 

@@ -72,6 +72,7 @@ class Labeler:
     `model` is 'default' (the shipped fine-tuned model), 'base', or a model folder. `llm=True`
     reranks each shortlist with the LLM configured by the environment (OPENAI_API_KEY,
     ONET_LLM_MODEL, OPENAI_BASE_URL: see .env.example), caching calls in the store.
+    `encoder_backend` is torch, onnx or onnx-int8 (default $ONET_LLM_ENCODER_BACKEND or torch).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Labeler:
         llm_model: str | None = None,
         base_url: str | None = None,
         store: Path | str | None = None,
+        encoder_backend: str | None = None,
     ) -> None:
         from onet_llm.label import open_labeler
         from onet_llm.settings import Settings
@@ -90,13 +92,16 @@ class Labeler:
         self.settings: Settings = Settings.load(
             home=Path(home) if home else None,
             embedding_model=model,
+            encoder_backend=encoder_backend,
             store_path=Path(store) if store else None,
             llm_model=llm_model,
             openai_base_url=base_url,
         )
         self.llm = llm
         self._labeler, self.index_key = open_labeler(
-            self.settings.embedding_model, self.settings.index_cache_dir
+            self.settings.embedding_model,
+            self.settings.index_cache_dir,
+            encoder_options=self.settings.encoder_options(),
         )
 
     def search(

@@ -338,10 +338,13 @@ def open_labeler(
     index_cache_dir: Path,
     representation: str | None = None,
     on_build_progress: Progress | None = None,
+    encoder_options: dict | None = None,
 ) -> tuple[Labeler, str]:
     """Load taxonomy, encoder and the index (shipped in the package for the shipped model,
     else cached, else built with `on_build_progress(texts_done, total)`); returns the labeler
-    and the index key. The model's weights load on the first encode."""
+    and the index key. The model's weights load on the first encode; `encoder_options`
+    (`Settings.encoder_options()`: backend, threads, batch size) choose how it runs, and an
+    ONNX backend is exported into `index_cache_dir` then, once per model."""
     from onet_llm.shortlist.index import (
         DEFAULT_REPRESENTATION,
         index_cache_key,
@@ -350,7 +353,7 @@ def open_labeler(
     from onet_llm.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    encoder = Encoder(model)
+    encoder = Encoder(model, export_cache_dir=index_cache_dir, **(encoder_options or {}))
     representation = representation or DEFAULT_REPRESENTATION
     index = load_or_build_index(
         encoder, taxonomy, index_cache_dir, representation, on_progress=on_build_progress

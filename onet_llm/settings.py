@@ -22,6 +22,9 @@ DEFAULT_HOME = Path("~/.cache/onet-llm")
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "home": "ONET_LLM_HOME",
     "embedding_model": "ONET_LLM_EMBEDDING_MODEL",
+    "encoder_backend": "ONET_LLM_ENCODER_BACKEND",
+    "encoder_threads": "ONET_LLM_ENCODER_THREADS",
+    "encoder_batch_size": "ONET_LLM_ENCODER_BATCH_SIZE",
     "store_path": "ONET_LLM_STORE",
     # LLM rerank (issue 6)
     "openai_api_key": "OPENAI_API_KEY",
@@ -67,6 +70,9 @@ class Settings:
 
     home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
     embedding_model: str = "default"
+    encoder_backend: str = "torch"  # torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py)
+    encoder_threads: int = 0  # compute threads of the encoder; 0: one per core
+    encoder_batch_size: int = 64  # texts per forward pass
     store_path: Path | None = None
     # -- LLM rerank (issue 6); see .env.example for what each one does ----------------------
     # The key is excluded from repr and from `llm_fingerprint()`: it never reaches the store.
@@ -138,6 +144,14 @@ class Settings:
             ),
         }
 
+    def encoder_options(self) -> dict[str, Any]:
+        """The `Encoder` keywords these settings choose (model aside)."""
+        return {
+            "backend": self.encoder_backend,
+            "threads": self.encoder_threads or None,
+            "batch_size": self.encoder_batch_size,
+        }
+
     @property
     def index_cache_dir(self) -> Path:
         return self.home / "index"
@@ -165,6 +179,8 @@ class Settings:
 
 
 _INTEGERS = {
+    "encoder_threads",
+    "encoder_batch_size",
     "llm_concurrency",
     "llm_fail_fast_after",
     "order_seed",
@@ -189,6 +205,7 @@ _FLOATS = {
     "batch_poll_s",
 }
 _CHOICES = {
+    "encoder_backend": ("torch", "onnx", "onnx-int8"),
     "llm_when": ("always", "uncertain"),
     "candidate_order": ("embedding", "shuffle"),
     "structured_output": ("auto", "json_schema", "json_object"),
@@ -201,6 +218,8 @@ _CHOICES = {
 # The smallest value each number may take (a negative concurrency or budget is a mistake, not
 # a setting), and the flag that sets it, for the message.
 _MINIMUMS: dict[str, float] = {
+    "encoder_threads": 0,
+    "encoder_batch_size": 1,
     "llm_concurrency": 1,
     "max_cost_usd": 0,
     "llm_timeout_s": 0.001,
@@ -224,6 +243,7 @@ _FLAGS = {
     "llm_concurrency": "--concurrency",
     "max_cost_usd": "--max-cost-usd",
     "llm_mode": "--llm-mode",
+    "encoder_backend": "--encoder-backend",
 }
 
 

@@ -15,6 +15,12 @@ class CandidateOrder(StrEnum):
     shuffle = "shuffle"
 
 
+class EncoderBackend(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+
+
 class StdinFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup, TyperOption
 
+from onet_llm.cli.choices import EncoderBackend
 from onet_llm.errors import OnetLLMError
 
 if TYPE_CHECKING:
@@ -34,6 +35,14 @@ TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="Embedding model: 'default', 'base' or a model folder."),
+]
+EncoderBackendOption = Annotated[
+    EncoderBackend | None,
+    typer.Option(
+        "--encoder-backend",
+        help="How the embedding model runs: torch, onnx (fp32) or onnx-int8 (faster per core; "
+        "needs onet-llm[onnx]). Default $ONET_LLM_ENCODER_BACKEND or torch.",
+    ),
 ]
 HomeOption = Annotated[
     Path | None,

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from onet_llm.cli.choices import value
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
+    EncoderBackendOption,
     FusionOption,
     HomeOption,
     InferExamplesOption,
@@ -97,6 +99,7 @@ def eval_command(
     infer_examples: InferExamplesOption = None,
     store: StoreOption = None,
     model: ModelOption = None,
+    encoder_backend: EncoderBackendOption = None,
     home: HomeOption = None,
 ) -> None:
     """Score embedding-only, hybrid and cascade labels against gold codes; write a report."""
@@ -112,6 +115,7 @@ def eval_command(
     settings = Settings.load(
         home=home,
         embedding_model=model,
+        encoder_backend=value(encoder_backend),
         store_path=store,
         llm_model=llm_model,
         openai_base_url=base_url,
@@ -161,6 +165,7 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
             settings.index_cache_dir,
             taxonomy,
             dataset.excluded_titles,
+            settings.encoder_options(),
         )
         infer = None
         if infer_factory is not None and INFER_MODES & set(options.modes):

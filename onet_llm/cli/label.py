@@ -12,6 +12,7 @@ from onet_llm.cli.choices import CandidateOrder, LlmWhen, StdinFormat, value
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
+    EncoderBackendOption,
     FusionOption,
     HomeOption,
     InferExamplesOption,
@@ -136,6 +137,7 @@ def label(
     chunk_size: ChunkSizeOption = 1000,
     skip_bad_rows: SkipBadRowsOption = False,
     model: ModelOption = None,
+    encoder_backend: EncoderBackendOption = None,
     store: StoreOption = None,
     home: HomeOption = None,
     llm: LlmOption = False,
@@ -158,6 +160,7 @@ def label(
     settings = Settings.load(
         home=home,
         embedding_model=model,
+        encoder_backend=value(encoder_backend),
         store_path=store,
         llm_model=llm_model,
         openai_base_url=base_url,
@@ -252,7 +255,10 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
     with Store(settings.resolved_store_path, shared=True) as run_store:
         with progress_bar("building the occupation index (once per model)", "titles") as building:
             labeler, index_key = open_labeler(
-                settings.embedding_model, settings.index_cache_dir, on_build_progress=building
+                settings.embedding_model,
+                settings.index_cache_dir,
+                on_build_progress=building,
+                encoder_options=settings.encoder_options(),
             )
         return label_into(settings, run_store, labeler, index_key, opened, output, llm)
 
@@ -264,6 +270,8 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
     from onet_llm.label import label_file
 
     fingerprint: dict = {"model": labeler.encoder.model_id}
+    if labeler.encoder.backend != "torch":  # other labels: another run (torch keeps old keys)
+        fingerprint["encoder_backend"] = labeler.encoder.backend
     reranker = None
     before_chunks = None
     if llm:  # before the progress bar: loading the infer examples shows its own status line
@@ -394,6 +402,7 @@ def search(
         bool, typer.Option("--json", help="One JSON array of {title, matches} on stdout.")
     ] = False,
     model: ModelOption = None,
+    encoder_backend: EncoderBackendOption = None,
     home: HomeOption = None,
 ) -> None:
     """Print the shortlist for one or more titles."""
@@ -405,9 +414,8 @@ def search(
     wanted = list(titles or []) + (read_titles(file) if file else [])
     if not wanted:
         raise InputError("give one or more titles, or --file")
-    results = Labeler(model or "default", home=home).search(
-        wanted, bodies=[body] * len(wanted), size=shortlist_size
-    )
+    labeler = Labeler(model or "default", home=home, encoder_backend=value(encoder_backend))
+    results = labeler.search(wanted, bodies=[body] * len(wanted), size=shortlist_size)
     if json_output:
         sys.stdout.write(json.dumps([r.as_record() for r in results], indent=2) + "\n")
         return

@@ -16,7 +16,11 @@ from onet_llm.taxonomy import Taxonomy
 
 
 def open_eval_labeler(
-    model: str, index_cache_dir: Path, taxonomy: Taxonomy, excluded_titles: Sequence[str]
+    model: str,
+    index_cache_dir: Path,
+    taxonomy: Taxonomy,
+    excluded_titles: Sequence[str],
+    encoder_options: dict[str, Any] | None = None,
 ) -> tuple[Any, str]:
     """The product's labeler, over an index that leaves out `excluded_titles` when the data is
     itself made of taxonomy titles (otherwise the evaluation would measure lookup)."""
@@ -28,7 +32,7 @@ def open_eval_labeler(
         load_or_build_index,
     )
 
-    encoder = Encoder(model)
+    encoder = Encoder(model, export_cache_dir=index_cache_dir, **(encoder_options or {}))
     index = load_or_build_index(
         encoder, taxonomy, index_cache_dir, DEFAULT_REPRESENTATION, excluded_titles
     )
@@ -54,6 +58,7 @@ def evaluate_to_report(
     settings = {
         "embedding_model": labeler.encoder.name,
         "embedding_model_id": labeler.encoder.model_id,
+        "encoder_backend": labeler.encoder.backend,
         "index_key": index_key,
         "llm": llm_settings if LLM_MODES & set(options.modes) else None,
     }

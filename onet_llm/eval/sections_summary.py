@@ -40,6 +40,8 @@ def intro_section(
         f"(asked for `{settings.get('embedding_model')}`), index `{settings.get('index_key')}`, "
         f"shortlist of {metrics['shortlist']['size']}."
     )
+    if settings.get("encoder_backend", "torch") != "torch":  # reports before issue 18: torch
+        model_line += f" Queries encoded with the `{settings['encoder_backend']}` backend."
     if llm:
         model_line += (
             f" **LLM:** `{llm.get('model')}` at `{llm.get('endpoint')}`, prompt "

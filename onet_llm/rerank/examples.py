@@ -86,7 +86,8 @@ class ExamplePool:
         if path.is_file():
             vectors = np.load(path)
         else:
-            vectors = encoder.encode(texts).astype(np.float32)
+            # Cached under the model's key: exact vectors (an int8 encoder's fp32 sibling).
+            vectors = encoder.exact().encode(texts).astype(np.float32)
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(".tmp.npy")
             np.save(temporary, vectors)

@@ -115,16 +115,43 @@ class Encoder:
     import): the model's identity, and so the index cache key, comes from its files alone. A
     plain mean-pooling folder encodes through `light.MeanPoolingModel` (the same vectors,
     without importing sentence-transformers) unless `light=False`; `model` is always the
-    `SentenceTransformer` (training uses it)."""
+    `SentenceTransformer` (training uses it).
 
-    def __init__(self, model: str = "default", batch_size: int = 64, light: bool = True) -> None:
+    `backend` runs the light path on torch (the reference), or on ONNX Runtime in fp32
+    (`onnx`) or int8 (`onnx-int8`), exported once into `export_cache_dir` (see `onnx.py`).
+    The fingerprint, and so every index key, stays the model's: indexes hold exact vectors
+    (`exact()` builds them), only queries go through the chosen backend. `threads` caps the
+    compute threads (None: the library's default, one per core)."""
+
+    def __init__(
+        self,
+        model: str = "default",
+        batch_size: int = 64,
+        light: bool = True,
+        backend: str = "torch",
+        export_cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         from onet_llm.shortlist.light import is_plain_mean_pooling
+        from onet_llm.shortlist.onnx import ENCODER_BACKENDS
 
+        if backend not in ENCODER_BACKENDS:
+            raise ModelError(
+                f"unknown encoder backend {backend!r} (use one of {', '.join(ENCODER_BACKENDS)})"
+            )
         self.path = resolve_model_path(model)
         self.name = model
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.path)
         self.light = light and is_plain_mean_pooling(self.path)
+        if backend != "torch" and not self.light:
+            raise ModelError(
+                f"--encoder-backend {backend} needs a plain mean-pooling model folder "
+                f"(Transformer, mean Pooling, Normalize); {self.path} is not one: use torch"
+            )
+        self.backend = backend
+        self.export_cache_dir = export_cache_dir
+        self.threads = threads
         self._model = None
         self._light_model = None
 
@@ -141,10 +168,37 @@ class Encoder:
         if not self.light:
             return self.model
         if self._light_model is None:
+            self._light_model = self._load(self._light_loader())
+        return self._light_model
+
+    def _light_loader(self):
+        """torch: `light.MeanPoolingModel`; onnx backends: the cached export (made first if
+        missing) run by onnxruntime."""
+        if self.backend == "torch":
             from onet_llm.shortlist.light import MeanPoolingModel
 
-            self._light_model = self._load(MeanPoolingModel)
-        return self._light_model
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)  # torch's pool is per process
+            return MeanPoolingModel
+        from onet_llm.shortlist.onnx import OnnxMeanPoolingModel, ensure_export
+
+        if self.export_cache_dir is None:
+            raise ModelError(f"encoder backend {self.backend} needs a cache folder for its export")
+        onnx_file = ensure_export(self.path, self.fingerprint, self.backend, self.export_cache_dir)
+        return lambda path: OnnxMeanPoolingModel(path, onnx_file, self.threads)
+
+    def exact(self) -> Encoder:
+        """An encoder whose vectors equal torch's (to float tolerance): what an index cached
+        under this model's fingerprint may be built with. int8 vectors are approximate, so an
+        int8 encoder builds indexes with its fp32 ONNX sibling (exact, and faster than torch)."""
+        if self.backend != "onnx-int8":
+            return self
+        sibling = Encoder.__new__(Encoder)
+        sibling.__dict__.update(self.__dict__)
+        sibling.backend, sibling._model, sibling._light_model = "onnx", None, None
+        return sibling
 
     def _load(self, loader):
         from transformers.utils import logging as transformers_logging

@@ -267,7 +267,8 @@ def load_or_build_index(
     found = find_index(cache_dir, key)
     if found is not None:
         return OccupationIndex.load(found)
-    index = build_index(encoder, taxonomy, representation, excluded_titles, on_progress)
+    # Exact vectors only under the model's key: an int8 encoder builds with its fp32 sibling.
+    index = build_index(encoder.exact(), taxonomy, representation, excluded_titles, on_progress)
     index.save(
         cache_dir / key,
         {

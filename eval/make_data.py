@@ -3,7 +3,10 @@
     python eval/make_data.py [--shared ../shared/data]
 
 Writes dev_ads.csv (Zhou et al. 2022 dev ads + a seeded `split` column), reported_titles.csv
-(O*NET 30.1 Sample of Reported Titles + `split`) and examples/postings.csv (20 test-split ads).
+(O*NET 30.1 Sample of Reported Titles + `split`: train / validation / test),
+titles_as_written.csv (the validation and test reported titles rewritten by the seeded noise
+process of `onet_llm/train/title_noise.py`; synthetic) and examples/postings.csv (20 test-split
+ads).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from onet_llm.taxonomy import load_taxonomy
-from onet_llm.train.splits import split_dev_ads, split_reported_titles
+from onet_llm.train.splits import split_dev_ads, split_reported_titles_with_validation
+from onet_llm.train.title_noise import NOISE_SEED, noise_titles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,8 +36,10 @@ def main() -> None:
     ads[columns].to_csv(REPO / "eval" / "data" / "dev_ads.csv", index=False)
 
     reported = load_taxonomy().reported_titles.copy()
-    reported["split"] = split_reported_titles(reported)
+    reported["split"] = split_reported_titles_with_validation(reported)
     reported.to_csv(REPO / "eval" / "data" / "reported_titles.csv", index=False)
+    written = titles_as_written(reported)
+    written.to_csv(REPO / "eval" / "data" / "titles_as_written.csv", index=False)
 
     # The shipped example: 20 ads from the test split, one or two per code, none label-suspect.
     test = ads[(ads["split"] == "test") & (ads["label_suspect"] != "1")]
@@ -42,7 +48,28 @@ def main() -> None:
     examples[["id", "title", "body", "onet_code"]].to_csv(
         REPO / "examples" / "postings.csv", index=False
     )
-    print(ads["split"].value_counts().to_dict(), reported["split"].value_counts().to_dict())
+    print(
+        ads["split"].value_counts().to_dict(),
+        reported["split"].value_counts().to_dict(),
+        written["split"].value_counts().to_dict(),
+    )
+
+
+def titles_as_written(reported: pd.DataFrame) -> pd.DataFrame:
+    """The held-out (validation and test) reported titles, each rewritten once by the noise
+    process; `source_title` is the clean title the index must leave out."""
+    held_out = reported[reported["split"].isin(["validation", "test"])].reset_index(drop=True)
+    noisy = noise_titles(list(held_out["title"]), seed=NOISE_SEED)
+    return pd.DataFrame(
+        {
+            "id": [f"w{i + 1}" for i in range(len(held_out))],
+            "title": [row.title for row in noisy],
+            "source_title": held_out["title"],
+            "onet_code": held_out["onet_code"],
+            "split": held_out["split"],
+            "transformations": ["+".join(row.transformations) for row in noisy],
+        }
+    )
 
 
 if __name__ == "__main__":

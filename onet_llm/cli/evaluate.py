@@ -29,8 +29,10 @@ DataOption = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="'dev-ads-test' (default), 'reported-titles-test', or a CSV/Parquet/JSONL file "
-        "with title, gold onet_code and optional body, id, split columns.",
+        help="'dev-ads-test' (default; 32 occupations), 'reported-titles-test', "
+        "'reported-titles-validation', 'titles-as-written-test', "
+        "'titles-as-written-validation' (all occupations, held out), or a CSV/Parquet/JSONL "
+        "file with title, gold onet_code and optional body, id, split columns.",
     ),
 ]
 ModesOption = Annotated[
@@ -57,6 +59,14 @@ ExcludeTitlesOption = Annotated[
     typer.Option(
         "--exclude-titles",
         help="Leave the evaluated titles out of the index (for held-out taxonomy titles).",
+    ),
+]
+RepresentationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--representation",
+        help="Index representation to evaluate (default: the product's, title_blend); "
+        "e.g. fusion, alternate_max.",
     ),
 ]
 TopKOption = Annotated[int, typer.Option("--top-k", help="Labels the LLM is asked for.")]
@@ -87,6 +97,7 @@ def eval_command(
     split: SplitOption = None,
     exclude_titles: ExcludeTitlesOption = False,
     shortlist_size: ShortlistSizeOption = 20,
+    representation: RepresentationOption = None,
     top_k: TopKOption = 5,
     resamples: ResamplesOption = 2000,
     cascade_threshold: CascadeThresholdOption = None,
@@ -133,7 +144,7 @@ def eval_command(
     )
     taxonomy = load_taxonomy()
     dataset = load_dataset(data, taxonomy, sample, seed, split, exclude_titles or None)
-    metrics, paths = run_eval(settings, options, taxonomy, dataset, out, note)
+    metrics, paths = run_eval(settings, options, taxonomy, dataset, out, note, representation)
     record_guard(settings, metrics, paths)
     print_eval_summary(metrics, paths)
 
@@ -149,7 +160,15 @@ def record_guard(settings: Settings, metrics: dict, paths: dict[str, Path]) -> N
             store.record_eval(rows)
 
 
-def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, note: str):
+def run_eval(
+    settings: Settings,
+    options,
+    taxonomy,
+    dataset,
+    out: Path | None,
+    note: str,
+    representation: str | None = None,
+):
     """Open the LLM stage (when a mode needs it) and the labeler, and write the report."""
     from onet_llm.eval.evaluate import default_report_dir, evaluate_to_report, open_eval_labeler
     from onet_llm.eval.llm_stage import open_llm_stage
@@ -166,6 +185,7 @@ def run_eval(settings: Settings, options, taxonomy, dataset, out: Path | None, n
             taxonomy,
             dataset.excluded_titles,
             settings.encoder_options(),
+            representation,
         )
         infer = None
         if infer_factory is not None and INFER_MODES & set(options.modes):

@@ -11,7 +11,12 @@ from onet_llm.cli.common import HomeOption, console, err_console
 from onet_llm.settings import Settings
 
 PresetOption = Annotated[
-    str, typer.Option("--preset", help="small (<= 15 min on 2 CPU cores) or full.")
+    str,
+    typer.Option(
+        "--preset",
+        help="small (<= 15 min on 2 CPU cores), full, or taxonomy (every occupation drives the "
+        "model; checkpoint chosen on whole-taxonomy validation).",
+    ),
 ]
 DataOption = Annotated[
     list[Path] | None,

@@ -28,6 +28,8 @@ class BuiltinDataset:
     split: str
     description: str
     exclude_titles: bool = False
+    # The column whose titles the index leaves out: a noisy title's clean source title.
+    exclude_column: str = "title"
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -36,9 +38,9 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         file="dev_ads.csv",
         split="test",
         description=(
-            "Test split of the 645 labelled dev job ads (Zhou et al. 2022, "
-            "doi:10.5334/jopd.69): real postings, seeded split stratified by code with "
-            "identical titles kept on one side; never used for training or model selection. "
+            "32 occupations, seen in training. Test split of the 645 labelled dev job ads (Zhou "
+            "et al. 2022, doi:10.5334/jopd.69): real postings, seeded split stratified by code "
+            "with identical titles kept on one side; never used for training or model selection. "
             "Labels are the occupation each ad was collected for, not independent codings, so "
             "top-1 is a noisy lower bound."
         ),
@@ -48,12 +50,48 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         file="reported_titles.csv",
         split="test",
         description=(
-            "Test split of the O*NET 30.1 Sample of Reported Titles (titles only, seeded "
-            "split). These titles are part of the taxonomy, so the index is rebuilt without "
-            "them (and without any identical alternate title): the figure measures "
-            "generalisation, not lookup."
+            "All occupations, held out. Test split of the O*NET 30.1 Sample of Reported Titles "
+            "(titles only, seeded split). These titles are part of the taxonomy, so the index is "
+            "rebuilt without them (and without any identical alternate title): the figure "
+            "measures generalisation, not lookup."
         ),
         exclude_titles=True,
+    ),
+    "reported-titles-validation": BuiltinDataset(
+        name="reported-titles-validation",
+        file="reported_titles.csv",
+        split="validation",
+        description=(
+            "All occupations, held out. Validation split of the O*NET 30.1 Sample of Reported "
+            "Titles (seeded, stratified by code, carved out of the train split): the set choices "
+            "are made on. The index is rebuilt without these titles."
+        ),
+        exclude_titles=True,
+    ),
+    "titles-as-written-test": BuiltinDataset(
+        name="titles-as-written-test",
+        file="titles_as_written.csv",
+        split="test",
+        description=(
+            "All occupations, held out. SYNTHETIC: the test reported titles rewritten by the "
+            "seeded noise process of onet_llm/title_noise.py (employer, seniority, abbreviations,"
+            " location, shift, requisition numbers, typos, case). Measures robustness to noise, "
+            "not accuracy on real postings. The index leaves out the clean titles."
+        ),
+        exclude_titles=True,
+        exclude_column="source_title",
+    ),
+    "titles-as-written-validation": BuiltinDataset(
+        name="titles-as-written-validation",
+        file="titles_as_written.csv",
+        split="validation",
+        description=(
+            "All occupations, held out. SYNTHETIC: the validation reported titles rewritten by "
+            "the seeded noise process of onet_llm/title_noise.py; for choices, not reporting. The"
+            " index leaves out the clean titles."
+        ),
+        exclude_titles=True,
+        exclude_column="source_title",
     ),
 }
 DEFAULT_DATASET = "dev-ads-test"
@@ -125,11 +163,13 @@ def load_dataset(
         name, description = builtin.name, builtin.description
         split = split if split is not None else builtin.split
         exclude = builtin.exclude_titles if exclude_titles is None else exclude_titles
+        exclude_column = builtin.exclude_column
     else:
         path = Path(data).expanduser()
         name = path.stem
         description = f"user file {path.name}"
         exclude = bool(exclude_titles)
+        exclude_column = "title"
     frame = read_gold_table(path, taxonomy)
     if split is not None:
         if "split" not in frame.columns:
@@ -139,7 +179,7 @@ def load_dataset(
             raise InputError(f"{path}: no rows with split {split!r}")
         description += f" (split {split!r})" if name == path.stem else ""
     rows_available = len(frame)
-    split_titles = tuple(frame["title"])
+    split_titles = tuple(frame[exclude_column])
     if sample is not None:
         if sample < 1:
             raise InputError(f"--sample must be at least 1, got {sample}")

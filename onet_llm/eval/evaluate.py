@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from onet_llm.errors import InputError
 from onet_llm.eval.datasets import EvalDataset
 from onet_llm.eval.modes import LLM_MODES, EvalOptions, RerankStage, run_evaluation
 from onet_llm.eval.scoring import prediction_records, score_run
@@ -21,22 +22,29 @@ def open_eval_labeler(
     taxonomy: Taxonomy,
     excluded_titles: Sequence[str],
     encoder_options: dict[str, Any] | None = None,
+    representation: str | None = None,
 ) -> tuple[Any, str]:
     """The product's labeler, over an index that leaves out `excluded_titles` when the data is
-    itself made of taxonomy titles (otherwise the evaluation would measure lookup)."""
+    itself made of taxonomy titles (otherwise the evaluation would measure lookup).
+    `representation` measures another index representation (e.g. `fusion`) through the same
+    eval; the default is the product's."""
     from onet_llm.label import Labeler
     from onet_llm.shortlist.encoder import Encoder
     from onet_llm.shortlist.index import (
         DEFAULT_REPRESENTATION,
+        REPRESENTATIONS,
         index_cache_key,
         load_or_build_index,
     )
 
+    representation = representation or DEFAULT_REPRESENTATION
+    if representation not in REPRESENTATIONS:
+        raise InputError(
+            f"unknown representation {representation!r} (use {', '.join(REPRESENTATIONS)})"
+        )
     encoder = Encoder(model, export_cache_dir=index_cache_dir, **(encoder_options or {}))
-    index = load_or_build_index(
-        encoder, taxonomy, index_cache_dir, DEFAULT_REPRESENTATION, excluded_titles
-    )
-    key = index_cache_key(encoder, taxonomy, DEFAULT_REPRESENTATION, excluded_titles)
+    index = load_or_build_index(encoder, taxonomy, index_cache_dir, representation, excluded_titles)
+    key = index_cache_key(encoder, taxonomy, representation, excluded_titles)
     return Labeler(encoder, index, taxonomy), key
 
 

@@ -35,7 +35,7 @@ from onet_llm.shortlist.encoder import Encoder
 from onet_llm.taxonomy import Taxonomy
 
 Representation = Literal[
-    "title", "title_description", "alternate_mean", "alternate_max", "title_blend"
+    "title", "title_description", "alternate_mean", "alternate_max", "title_blend", "fusion"
 ]
 REPRESENTATIONS: tuple[str, ...] = (
     "title",
@@ -43,6 +43,7 @@ REPRESENTATIONS: tuple[str, ...] = (
     "alternate_mean",
     "alternate_max",
     "title_blend",
+    "fusion",  # title_blend score + best single title score: shortlist/fusion.py
 )
 # Share of the title's vector in `title_blend`, chosen on the validation ads (never on test):
 # see eval/representations_finetuned.md.
@@ -233,6 +234,10 @@ def build_index(
 ) -> OccupationIndex:
     """Encode every text that stands for an occupation (tens of thousands of titles: minutes
     on a CPU), reporting `on_progress(texts_done, texts_total)` as it goes."""
+    if representation == "fusion":
+        from onet_llm.shortlist.fusion import build_fusion_index
+
+        return build_fusion_index(encoder, taxonomy, excluded_titles, on_progress=on_progress)
     entries = occupation_entries(taxonomy, representation, excluded_titles)
     total = len(entries.texts)
     parts = []
@@ -244,10 +249,24 @@ def build_index(
     return OccupationIndex.from_entries(entries, vectors, len(taxonomy))
 
 
+def is_complete_index(folder: Path) -> bool:
+    """A saved FAISS index, or a saved `fusion` index (its `complete` marker is written last)."""
+    return (folder / "index.faiss").is_file() or (folder / "complete").is_file()
+
+
+def load_index(folder: Path):
+    """A saved index of either kind: `OccupationIndex` (FAISS) or `FusionIndex`."""
+    if (folder / "index.faiss").is_file():
+        return OccupationIndex.load(folder)
+    from onet_llm.shortlist.fusion import FusionIndex
+
+    return FusionIndex.load(folder)
+
+
 def find_index(cache_dir: Path, key: str) -> Path | None:
     """The folder holding the index of `key`: the user's cache, else the package."""
     for folder in (cache_dir / key, packaged_indexes_dir() / key):
-        if (folder / "index.faiss").is_file():
+        if is_complete_index(folder):
             return folder
     return None
 
@@ -266,7 +285,7 @@ def load_or_build_index(
     key = index_cache_key(encoder, taxonomy, representation, excluded_titles)
     found = find_index(cache_dir, key)
     if found is not None:
-        return OccupationIndex.load(found)
+        return load_index(found)
     # Exact vectors only under the model's key: an int8 encoder builds with its fp32 sibling.
     index = build_index(encoder.exact(), taxonomy, representation, excluded_titles, on_progress)
     index.save(

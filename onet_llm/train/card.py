@@ -17,7 +17,6 @@ from onet_llm.shortlist.encoder import ADAPTER_CONFIG, BASE_MODEL_NAME, base_mod
 from onet_llm.tables import file_sha256
 from onet_llm.train.data import (
     MINING_DEPTH,
-    MINING_REPRESENTATION,
     Preset,
     TrainingOptions,
     TrainingPair,
@@ -98,7 +97,8 @@ def model_card_data(
         "loss": "MultipleNegativesRankingLoss (anchor, occupation title, hard negative title), "
         "no-duplicates batch sampler",
         "hard_negatives": f"best-ranked wrong occupations in the base model's top "
-        f"{MINING_DEPTH} ({MINING_REPRESENTATION} index without held-out reported titles)",
+        f"{MINING_DEPTH} ({options.mining_representation} index without held-out reported "
+        "titles)",
         "validation_metrics": validation_metrics,
         "training_seconds": round(seconds, 1),
         "evaluation": {},
@@ -150,24 +150,7 @@ def _card_lines(card: dict) -> list[str]:
 
 def _data_and_figures(card: dict) -> list[str]:
     """The model card's data, splits and figures, after the list of pairs."""
-    lines = [
-        "",
-        "O*NET 30.1 alternate titles, reported titles (only the `train` split of the seeded split "
-        "in `eval/data/reported_titles.csv`; the `test` split is never trained on) and task "
-        "statements; postings from: " + ", ".join(f"`{f}`" for f in card["data_files"]) + " "
-        "(rows with split=train; split=validation rows choose the checkpoint; split=test rows "
-        "are never read for training or selection). Each posting gives two anchors: its title, "
-        "and its title + the first 300 characters of its body.",
-        f"Validation postings: {card['validation_postings']}.",
-        "",
-        "## Figures",
-        "",
-        "Validation (checkpoint selection; queries = title and title + body head, corpus = the "
-        "1,016 occupation titles): "
-        + ", ".join(f"{k.split('_', 2)[-1]} {v:.3f}" for k, v in card["validation_metrics"].items())
-        + ".",
-        "",
-    ]
+    lines = ["", *_data_paragraphs(card), "", "## Figures", "", *_validation_lines(card), ""]
     if card.get("evaluation"):
         evaluation = card["evaluation"]
         lines += [
@@ -179,6 +162,66 @@ def _data_and_figures(card: dict) -> list[str]:
         ]
     if card.get("note"):
         lines += ["## Note", "", card["note"], ""]
+    return lines
+
+
+def _data_paragraphs(card: dict) -> list[str]:
+    """What the pairs are made of; the whole-taxonomy mix (issue 13) says so."""
+    preset = card["preset"]
+    postings = ", ".join(f"`{f}`" for f in card["data_files"])
+    if preset.get("select_on") != "taxonomy":
+        return [
+            "O*NET 30.1 alternate titles, reported titles (only the `train` split of the seeded "
+            "split in `eval/data/reported_titles.csv`; the `test` split is never trained on) and "
+            f"task statements; postings from: {postings} (rows with split=train; "
+            "split=validation rows choose the checkpoint; split=test rows are never read for "
+            "training or selection). Each posting gives two anchors: its title, and its title + "
+            "the first 300 characters of its body.",
+            f"Validation postings: {card['validation_postings']}.",
+        ]
+    return [
+        "Whole-taxonomy mix (`onet_llm/train/mix.py`), every occupation covered: up to "
+        f"{preset['alternate_titles_per_occupation']} O*NET 30.1 alternate titles and "
+        f"{preset['tasks_per_occupation']} task statements per occupation; the reported titles "
+        "of the `train` split of `eval/data/reported_titles.csv` (the `validation` and `test` "
+        "titles are never trained on, in any table they occur in, nor any noisy rewrite of "
+        f"them); {preset['noisy_titles_per_occupation']} noisy rewrites per occupation of its "
+        "trainable alternate/reported titles by the seeded noise process of "
+        "`onet_llm/train/title_noise.py` (employer, seniority, abbreviations, location, shift, "
+        "requisition numbers, typos, case); "
+        f"{preset['pseudo_postings_per_occupation']} pseudo postings per occupation (a noisy "
+        "title + task statements, or the description, cut to 300 characters); labelled "
+        f"postings from {postings} (split=train rows; title and title + body head), repeated "
+        f"up to {preset['posting_cap_per_occupation']} pairs per occupation so that the 32 "
+        "occupations with ads do not dominate, and a bare title equal to a held-out reported "
+        "title is dropped.",
+        "Checkpoint chosen on whole-taxonomy validation (the validation reported titles, clean "
+        "and as written: all occupations, held out); the dev-ads validation split "
+        f"({card['validation_postings']} postings) is the second figure.",
+    ]
+
+
+def _validation_lines(card: dict) -> list[str]:
+    metrics = card["validation_metrics"]
+    groups = [
+        (
+            "taxonomy_",
+            "Whole-taxonomy validation (checkpoint selection; validation reported titles, clean "
+            "and as written; corpus = the 1,016 occupation titles): ",
+        ),
+        (
+            "validation_",
+            "Dev-ads validation (queries = title and title + body head, corpus = the 1,016 "
+            "occupation titles): ",
+        ),
+    ]
+    lines = []
+    for prefix, text in groups:
+        chosen = {k: v for k, v in metrics.items() if k.startswith(prefix)}
+        if chosen:
+            lines.append(
+                text + ", ".join(f"{k.split('_', 2)[-1]} {v:.3f}" for k, v in chosen.items()) + "."
+            )
     return lines
 
 

@@ -21,7 +21,7 @@ from onet_llm.shortlist.index import (
 from onet_llm.shortlist.text import posting_text
 from onet_llm.tables import iter_table_chunks
 from onet_llm.taxonomy import Taxonomy
-from onet_llm.train.splits import grouped_stratified_split, split_reported_titles
+from onet_llm.train.splits import grouped_stratified_split, split_reported_titles_with_validation
 
 # The labelled dev ads (Zhou et al. 2022) with their seeded split, shipped as package data: the
 # default --data.
@@ -33,7 +33,7 @@ TEST_SPLIT = "test"
 VALIDATION_FRACTION = 0.15
 # Wrong occupations ranked within this depth of the base shortlist can be mined as negatives.
 MINING_DEPTH = 20
-LONG_SOURCES = frozenset({"task", "posting_body"})
+LONG_SOURCES = frozenset({"task", "posting_body", "pseudo_posting"})
 # The base model's best shortlist (eval/representations_base.md): where negatives are mined.
 MINING_REPRESENTATION: Representation = "alternate_mean"
 # LoRA updates only a low-rank slice of each weight, so it takes larger steps than full
@@ -60,6 +60,13 @@ class Preset:
     learning_rate: float
     max_seq_length: int
     evaluations: int  # evaluations (and candidate checkpoints) over the run
+    # Issue 13, the whole-taxonomy mix (train/mix.py); 0 = not used.
+    noisy_titles_per_occupation: int = 0
+    pseudo_postings_per_occupation: int = 0
+    posting_cap_per_occupation: int = 0  # 0 = no cap
+    # "validation": dev-ads validation picks the checkpoint; "taxonomy": whole-taxonomy
+    # validation (reported titles, clean and as written) does, dev ads are a second figure.
+    select_on: str = "validation"
 
 
 PRESETS: dict[str, Preset] = {
@@ -87,6 +94,24 @@ PRESETS: dict[str, Preset] = {
         max_seq_length=96,
         evaluations=6,
     ),
+    # Issue 13: every occupation drives the model (balanced postings, noisy titles and pseudo
+    # postings for all 1,016, selection on whole-taxonomy validation).
+    "taxonomy": Preset(
+        name="taxonomy",
+        alternate_titles_per_occupation=12,
+        reported_titles_per_occupation=0,
+        tasks_per_occupation=2,
+        posting_repeats=10,
+        epochs=1,
+        batch_size=64,
+        learning_rate=1e-4,
+        max_seq_length=96,
+        evaluations=6,
+        noisy_titles_per_occupation=10,
+        pseudo_postings_per_occupation=2,
+        posting_cap_per_occupation=48,
+        select_on="taxonomy",
+    ),
 }
 
 
@@ -109,7 +134,9 @@ class TrainingOptions:
 class TrainingPair:
     anchor: str
     onet_code: str
-    source: str  # alternate_title / reported_title / task / posting_title / posting_body
+    # alternate_title / reported_title / task / posting_title / posting_body / noisy_title /
+    # pseudo_posting
+    source: str
 
     @property
     def is_long(self) -> bool:
@@ -134,10 +161,11 @@ class TrainingResult:
 
 
 def held_out_reported_titles(taxonomy: Taxonomy) -> list[str]:
-    """The reported titles of the seeded test split: never trained on, never indexed in eval."""
+    """The reported titles of the seeded validation and test splits: never trained on (nor
+    their noisy rewrites), never indexed when they are evaluated."""
     reported = taxonomy.reported_titles
-    split = split_reported_titles(reported)
-    return list(reported.loc[split.to_numpy() == TEST_SPLIT, "title"])
+    split = split_reported_titles_with_validation(reported)
+    return list(reported.loc[split.isin([TEST_SPLIT, "validation"]).to_numpy(), "title"])
 
 
 def onet_pairs(

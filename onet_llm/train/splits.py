@@ -2,7 +2,8 @@
 
 Dev ads are split into train / validation / test, stratified by O*NET code, with every copy of
 the same (case-insensitive) title kept on one side: otherwise a model could be scored on a title
-it was trained on. Reported titles are split into train / test per code.
+it was trained on. Reported titles are split into train / validation / test per code (test first,
+unchanged since the first release; validation carved out of train).
 """
 
 from __future__ import annotations
@@ -62,3 +63,34 @@ def split_reported_titles(reported: pd.DataFrame, seed: int = SPLIT_SEED) -> pd.
     return grouped_stratified_split(
         reported["onet_code"], reported["title"].map(normalise_title), fractions, seed
     )
+
+
+# Share of the reported titles' *train* split carved out as validation (about 16% of all titles):
+# choices are made on it, figures are reported on the unchanged test split.
+REPORTED_TITLE_VALIDATION_FRACTION = 0.2
+VALIDATION_SEED = SPLIT_SEED + 1
+
+
+def split_reported_titles_with_validation(
+    reported: pd.DataFrame, seed: int = SPLIT_SEED
+) -> pd.Series:
+    """Train / validation / test for O*NET reported titles.
+
+    The test split is exactly `split_reported_titles` (so test figures stay comparable with
+    earlier reports); validation is carved out of its train split, again stratified by code and
+    grouped by title, with a seed of its own.
+    """
+    split = split_reported_titles(reported, seed).to_numpy().copy()
+    train = split == "train"
+    fractions = {
+        "train": 1 - REPORTED_TITLE_VALIDATION_FRACTION,
+        "validation": REPORTED_TITLE_VALIDATION_FRACTION,
+    }
+    carved = grouped_stratified_split(
+        reported.loc[train, "onet_code"],
+        reported.loc[train, "title"].map(normalise_title),
+        fractions,
+        seed + 1,
+    )
+    split[train] = carved.to_numpy()
+    return pd.Series(split, index=reported.index, name="split")

@@ -17,6 +17,9 @@ Why each piece is here:
   other's negatives.
 - An `InformationRetrievalEvaluator` on validation postings (never the test split) scores each
   checkpoint; the best one is kept and saved, checkpoints are deleted.
+- `--preset taxonomy` (issue 13) makes the whole taxonomy drive the model: posting pairs capped
+  per occupation, noisy titles and pseudo postings for all 1,016 (`mix.py`), and the checkpoint
+  chosen on whole-taxonomy validation with the dev-ads validation as a second figure.
 - `--lora-rank R` trains a LoRA adapter (peft) instead of every weight: the saved model is the
   adapter alone (2.7 MB at rank 16 instead of 45 MB in fp16), loaded on top of the base model
   from the PyPI package. `benchmarks/finetune.py` measures what that costs in accuracy.
@@ -36,6 +39,7 @@ import pandas as pd
 
 from onet_llm.resources import eval_data_file
 from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.index import normalise_title
 from onet_llm.shortlist.text import posting_text
 from onet_llm.taxonomy import Taxonomy, load_taxonomy
 from onet_llm.train.card import model_card_data, save_model
@@ -58,6 +62,12 @@ from onet_llm.train.data import (
     read_postings,
     source_counts,
     split_postings,
+)
+from onet_llm.train.mix import (
+    capped_posting_pairs,
+    noisy_title_pairs,
+    pseudo_posting_pairs,
+    selection_evaluator,
 )
 
 # -- training -------------------------------------------------------------------------------------
@@ -123,7 +133,28 @@ def build_training_pairs(
 ) -> list[TrainingPair]:
     rng = random.Random(options.seed)
     pairs = onet_pairs(taxonomy, preset, held_out, rng)
-    pairs += posting_pairs(train_postings, preset.posting_repeats)
+    if preset.posting_cap_per_occupation:
+        # A posting whose bare title is a held-out reported title ("Software Developer") keeps
+        # its title + body anchor only: no held-out title is ever an anchor.
+        excluded = {normalise_title(title) for title in held_out}
+        own = [
+            pair
+            for pair in posting_pairs(train_postings, 1)
+            if pair.is_long or normalise_title(pair.anchor) not in excluded
+        ]
+        pairs += capped_posting_pairs(
+            own,
+            preset.posting_cap_per_occupation,
+            preset.posting_repeats,
+        )
+    else:
+        pairs += posting_pairs(train_postings, preset.posting_repeats)
+    if preset.noisy_titles_per_occupation:
+        pairs += noisy_title_pairs(taxonomy, held_out, preset.noisy_titles_per_occupation, rng)
+    if preset.pseudo_postings_per_occupation:
+        pairs += pseudo_posting_pairs(
+            taxonomy, held_out, preset.pseudo_postings_per_occupation, rng
+        )
     if options.limit_pairs:
         pairs = rng.sample(pairs, min(options.limit_pairs, len(pairs)))
     return pairs
@@ -182,6 +213,7 @@ def validation_evaluator(validation: pd.DataFrame, taxonomy: Taxonomy):
 
 
 BEST_METRIC = "eval_validation_cosine_mrr@10"
+TAXONOMY_BEST_METRIC = "eval_taxonomy_cosine_mrr@10"
 
 
 def train(
@@ -215,9 +247,13 @@ def train(
     serving_length = model.max_seq_length
     model.max_seq_length = preset.max_seq_length
     evaluator = validation_evaluator(validation, taxonomy) if len(validation) else None
+    best_metric = BEST_METRIC
+    if preset.select_on == "taxonomy":
+        evaluator = selection_evaluator(taxonomy, evaluator)
+        best_metric = TAXONOMY_BEST_METRIC
     output = Path(options.output)
     checkpoints = output.parent / f".{output.name}.checkpoints"
-    trainer, final = fit(model, datasets, evaluator, options, preset, checkpoints, log)
+    trainer, final = fit(model, datasets, evaluator, options, preset, checkpoints, log, best_metric)
     model.max_seq_length = serving_length
     seconds = time.perf_counter() - started
     card = model_card_data(
@@ -230,7 +266,7 @@ def train(
         pairs=dict(source_counts(pairs)),
         steps=trainer.state.global_step,
         seconds=seconds,
-        best_metric=BEST_METRIC,
+        best_metric=best_metric,
         best_score=trainer.state.best_metric,
         validation_queries=len(validation),
         card=card,
@@ -254,10 +290,16 @@ def _mine(base, taxonomy, pairs, index_cache_dir, held_out, options, log) -> lis
 
 
 def training_arguments(
-    options: TrainingOptions, preset: Preset, eval_steps: int, checkpoints: Path, evaluate: bool
+    options: TrainingOptions,
+    preset: Preset,
+    eval_steps: int,
+    checkpoints: Path,
+    evaluate: bool,
+    best_metric: str = BEST_METRIC,
 ):
     """The sentence-transformers arguments: no-duplicates batches, best checkpoint by
-    validation MRR@10 (when there is validation data), CPU only."""
+    validation MRR@10 (`best_metric`: dev-ads or whole-taxonomy validation, when there is
+    validation data), CPU only."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import (
         BatchSamplers,
@@ -280,7 +322,7 @@ def training_arguments(
         save_steps=eval_steps,
         save_total_limit=1,
         load_best_model_at_end=evaluate,
-        metric_for_best_model=BEST_METRIC if evaluate else None,
+        metric_for_best_model=best_metric if evaluate else None,
         greater_is_better=True,
         logging_steps=max(1, min(25, eval_steps)),
         seed=options.seed,
@@ -292,7 +334,16 @@ def training_arguments(
     )
 
 
-def fit(model, datasets, evaluator, options, preset, checkpoints: Path, log):
+def fit(
+    model,
+    datasets,
+    evaluator,
+    options,
+    preset,
+    checkpoints: Path,
+    log,
+    best_metric: str = BEST_METRIC,
+):
     """Train with MultipleNegativesRankingLoss; the trainer and the final validation figures
     (of the best checkpoint, which the trainer has loaded back)."""
     from sentence_transformers import SentenceTransformerTrainer
@@ -301,7 +352,9 @@ def fit(model, datasets, evaluator, options, preset, checkpoints: Path, log):
     steps_per_epoch = sum(math.ceil(len(d) / preset.batch_size) for d in datasets.values())
     total_steps = options.max_steps or max(1, math.ceil(steps_per_epoch * preset.epochs))
     eval_steps = max(1, total_steps // max(1, preset.evaluations))
-    arguments = training_arguments(options, preset, eval_steps, checkpoints, evaluator is not None)
+    arguments = training_arguments(
+        options, preset, eval_steps, checkpoints, evaluator is not None, best_metric
+    )
     trainer = SentenceTransformerTrainer(
         model=model,
         args=arguments,
@@ -321,7 +374,12 @@ def fit(model, datasets, evaluator, options, preset, checkpoints: Path, log):
 
 
 def _headline_text(metrics: dict) -> str:
-    return ", ".join(f"{k.split('_', 2)[-1]} {v:.3f}" for k, v in _headline(metrics).items())
+    return ", ".join(f"{_metric_label(k)} {v:.3f}" for k, v in _headline(metrics).items())
+
+
+def _metric_label(key: str) -> str:
+    """'taxonomy_cosine_mrr@10' -> 'taxonomy mrr@10': which validation set, which metric."""
+    return key.replace("_cosine_", " ")
 
 
 def _headline(metrics: dict) -> dict[str, float]:
@@ -329,5 +387,5 @@ def _headline(metrics: dict) -> dict[str, float]:
     return {
         key: float(value)
         for key, value in metrics.items()
-        if key.startswith("validation_cosine_") and key.endswith(wanted)
+        if key.startswith(("validation_cosine_", "taxonomy_cosine_")) and key.endswith(wanted)
     }

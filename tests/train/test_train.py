@@ -36,12 +36,43 @@ def test_training_pairs_never_contain_held_out_reported_titles(taxonomy):
 
     held_out = held_out_reported_titles(taxonomy)
     reported = pd.read_csv(REPO / "eval/data/reported_titles.csv", dtype=str, keep_default_na=False)
-    # The split rebuilt inside the package is the one committed in eval/data.
-    assert sorted(held_out) == sorted(reported.loc[reported["split"] == "test", "title"])
+    # The split rebuilt inside the package is the one committed in eval/data: validation and
+    # test titles are both held out.
+    assert sorted(held_out) == sorted(reported.loc[reported["split"] != "train", "title"])
     pairs = onet_pairs(taxonomy, PRESETS["full"], held_out, random.Random(0))
     anchors = {normalise_title(pair.anchor) for pair in pairs}
     assert not anchors & {normalise_title(title) for title in held_out}
     assert {pair.onet_code for pair in pairs} == set(taxonomy.codes)  # every occupation covered
+
+
+def test_taxonomy_mix_covers_every_occupation_and_never_uses_held_out_titles(taxonomy):
+    from onet_llm.train.mix import trainable_titles
+    from onet_llm.train.trainer import (
+        build_training_pairs,
+        load_training_postings,
+        resolve_preset,
+    )
+
+    held_out = held_out_reported_titles(taxonomy)
+    held_keys = {normalise_title(title) for title in held_out}
+    trainable = trainable_titles(taxonomy, held_out)
+    assert set(trainable) == set(taxonomy.codes)
+    assert not {normalise_title(t) for titles in trainable.values() for t in titles} & held_keys
+    options = TrainingOptions(preset="taxonomy")
+    preset = resolve_preset(options)
+    postings, _, _ = load_training_postings([], taxonomy, options.seed)
+    pairs = build_training_pairs(options, preset, taxonomy, postings, held_out)
+    assert not {normalise_title(pair.anchor) for pair in pairs} & held_keys
+    by_source: dict[str, set[str]] = {}
+    for pair in pairs:
+        by_source.setdefault(pair.source, set()).add(pair.onet_code)
+    assert by_source["noisy_title"] == by_source["pseudo_posting"] == set(taxonomy.codes)
+    posting_counts = pd.Series(
+        [pair.onet_code for pair in pairs if pair.source.startswith("posting_")]
+    ).value_counts()
+    assert posting_counts.max() <= preset.posting_cap_per_occupation + 10  # cap, not x10
+    again = build_training_pairs(options, preset, taxonomy, postings, held_out)
+    assert [pair.anchor for pair in again] == [pair.anchor for pair in pairs]  # seeded
 
 
 def test_test_split_postings_are_never_trained_on():

@@ -14,8 +14,12 @@ their vectors become scores:
   (its training positive), while the mean of all titles keeps the many ways people name the
   job; the blend keeps both.
 
+- `fusion` (the default): `title_blend`'s centroid score plus the occupation's best single
+  title score, exact for every occupation (`fusion.py`).
+
 Which is best is measured, not assumed: see `eval/representations_base.md` and
-`eval/representations_finetuned.md` (written by `benchmarks/representations.py`).
+`eval/representations_finetuned.md` (written by `benchmarks/representations.py`) and, over the
+whole taxonomy, `eval/representations_taxonomy.md` (`benchmarks/taxonomy_representations.py`).
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ REPRESENTATIONS: tuple[str, ...] = (
 # Share of the title's vector in `title_blend`, chosen on the validation ads (never on test):
 # see eval/representations_finetuned.md.
 TITLE_BLEND_WEIGHT = 0.75
-DEFAULT_REPRESENTATION: Representation = "title_blend"
+# The default since issue 13: centroid + best exemplar beat the centroid alone on whole-taxonomy
+# validation (eval/representations_taxonomy.md).
+DEFAULT_REPRESENTATION: Representation = "fusion"
 INDEX_FORMAT_VERSION = 1
 # Texts encoded between two progress reports while an index is built.
 BUILD_BATCH = 2048

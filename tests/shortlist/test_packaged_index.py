@@ -14,7 +14,7 @@ import pandas as pd
 
 from onet_llm.cli.progress import progress_bar
 from onet_llm.shortlist.encoder import Encoder
-from onet_llm.shortlist.index import OccupationIndex, packaged_indexes_dir
+from onet_llm.shortlist.index import load_index, packaged_indexes_dir
 from onet_llm.shortlist.packaged import shipped_index_key
 from onet_llm.taxonomy import load_taxonomy
 
@@ -31,7 +31,7 @@ def test_the_packaged_index_matches_the_shipped_model_and_taxonomy():
 def test_the_packaged_vectors_come_from_the_shipped_model():
     """Occupation titles find their own occupation: vectors of another model would not."""
     taxonomy = load_taxonomy()
-    index = OccupationIndex.load(packaged_indexes_dir() / shipped_index_key())
+    index = load_index(packaged_indexes_dir() / shipped_index_key())
     sample = taxonomy.occupations[::50]
     positions, _ = index.search(Encoder("default").encode([o.title for o in sample]), 1)
     found = [taxonomy.occupations[row[0]].code for row in positions]

@@ -9,7 +9,7 @@ full index for the dev ads validation split (32 occupations). Test splits are no
 are made here, figures are reported with `onet-llm eval` on test.
 
 Routes compared, all over the same vectors:
-- `title_blend` (centroid; today's default), `alternate_mean` (plain centroid);
+- `title_blend` (centroid; the default before issue 13), `alternate_mean` (plain centroid);
 - `alternate_max` (exemplar: best single title per occupation);
 - `fusion@w`: w x title_blend score + (1 - w) x best-exemplar score
   (`onet_llm/shortlist/fusion.py`);

@@ -65,8 +65,8 @@ RepresentationOption = Annotated[
     str | None,
     typer.Option(
         "--representation",
-        help="Index representation to evaluate (default: the product's, title_blend); "
-        "e.g. fusion, alternate_max.",
+        help="Index representation to evaluate (default: the product's, fusion); "
+        "e.g. title_blend, alternate_max.",
     ),
 ]
 TopKOption = Annotated[int, typer.Option("--top-k", help="Labels the LLM is asked for.")]

@@ -41,3 +41,35 @@ def call_key(
             sort_keys=True,
         ).encode()
     ).hexdigest()
+
+
+def call_record(
+    call: dict[str, Any],
+    request: dict[str, Any],
+    content: str | None,
+    parsed: dict | None,
+    usage: Any,
+    cost: float | None,
+    latency_s: float,
+    status: str,
+    error: str | None,
+) -> dict[str, Any]:
+    """The row `record_call` stores for one asked call, the same for every LLM stage: what was
+    sent (`request`: messages, parameters, structured-output mode), what came back, and the
+    call's `Usage` (tokens, attempts, retries), cost and latency."""
+    return {
+        **call,
+        "request": request,
+        "response_raw": content,
+        "response_parsed": parsed,
+        "tokens_in": usage.tokens_in,
+        "tokens_out": usage.tokens_out,
+        "cached_tokens": usage.cached_tokens,
+        "cost_usd": cost,
+        "latency_s": latency_s,
+        "status": status,
+        "error": error,
+        "attempts": usage.http,
+        "validation_retries": usage.validation_retries,
+        "transport_retries": usage.transport_retries,
+    }

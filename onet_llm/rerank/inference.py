@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from onet_llm.errors import BudgetError
 from onet_llm.rerank.answers import ValidationProblem, _strip_fences
-from onet_llm.rerank.cache import CallCache, call_key
+from onet_llm.rerank.cache import CallCache, call_key, call_record
 from onet_llm.rerank.client import CompletionError, LLMClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.prompt import PromptTemplate, fence_safe, trim_body
@@ -296,28 +296,15 @@ class Inferrer:
         cost = self.prices.cost(
             self.settings.llm_model, usage.tokens_in, usage.tokens_out, usage.cached_tokens
         )
-        self.store.record_call(
-            {
-                **request.call,
-                "request": {
-                    "messages": conversation,
-                    "parameters": request.parameters,
-                    "structured_output": self.client.mode,
-                },
-                "response_raw": content,
-                "response_parsed": inference.as_record() if inference is not None else None,
-                "tokens_in": usage.tokens_in,
-                "tokens_out": usage.tokens_out,
-                "cached_tokens": usage.cached_tokens,
-                "cost_usd": cost,
-                "latency_s": time.perf_counter() - started,
-                "status": status,
-                "error": error,
-                "attempts": usage.http,
-                "validation_retries": usage.validation_retries,
-                "transport_retries": usage.transport_retries,
-            },
-            run_id,
-            cached=False,
+        sent = {
+            "messages": conversation,
+            "parameters": request.parameters,
+            "structured_output": self.client.mode,
+        }
+        parsed = inference.as_record() if inference is not None else None
+        latency = time.perf_counter() - started
+        record = call_record(
+            request.call, sent, content, parsed, usage, cost, latency, status, error
         )
+        self.store.record_call(record, run_id, cached=False)
         return cost

@@ -52,7 +52,7 @@ from onet_llm.rerank.answers import (
     map_answer,
     parse_answer,
 )
-from onet_llm.rerank.cache import CallCache, call_key
+from onet_llm.rerank.cache import CallCache, call_key, call_record
 from onet_llm.rerank.client import CompletionError, LLMClient, OpenAIClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.guard import REQUEST_FAILED, EndpointGuard
@@ -334,28 +334,15 @@ class Reranker:
         cost = self.prices.cost(
             self.settings.llm_model, usage.tokens_in, usage.tokens_out, usage.cached_tokens
         )
-        self.store.record_call(
-            {
-                **request.call,
-                "request": {
-                    "messages": conversation,
-                    "parameters": request.parameters,
-                    "structured_output": self.client.mode,
-                },
-                "response_raw": content,
-                "response_parsed": answer.as_record() if answer is not None else None,
-                "tokens_in": usage.tokens_in,
-                "tokens_out": usage.tokens_out,
-                "cached_tokens": usage.cached_tokens,
-                "cost_usd": cost,
-                "latency_s": time.perf_counter() - started,
-                "status": status,
-                "error": error,
-                "attempts": usage.http,
-                "validation_retries": usage.validation_retries,
-                "transport_retries": usage.transport_retries,
-            },
-            run_id,
-            cached=False,
+        sent = {
+            "messages": conversation,
+            "parameters": request.parameters,
+            "structured_output": self.client.mode,
+        }
+        parsed = answer.as_record() if answer is not None else None
+        latency = time.perf_counter() - started
+        record = call_record(
+            request.call, sent, content, parsed, usage, cost, latency, status, error
         )
+        self.store.record_call(record, run_id, cached=False)
         return cost

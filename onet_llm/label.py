@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from onet_llm.postings import (
     LabelInput,
     LabelOptions,
     default_output_path,
+    empty_row_problem,
     kept_values,
     open_input,
     posting_fields,
@@ -99,8 +100,8 @@ class Labeler:
         for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
             row = LabelledRow(first_row + offset, posting_id, title, body[:STORED_BODY_CHARACTERS])
             row.kept = kept[offset]
-            if not title.strip() and not body.strip():
-                problem = f"row {row.row_number} (id {posting_id!r}): title and body are both empty"
+            problem = empty_row_problem(row.row_number, posting_id, title, body)
+            if problem:
                 if not options.skip_bad_rows:
                     raise InputError(problem + " (pass --skip-bad-rows to keep going)")
                 row.error = "title and body are both empty"
@@ -216,6 +217,19 @@ def label_file(
         store.finish_run(run.run_id, "failed")  # resumable: the same command picks it up
         raise
     store.finish_run(run.run_id)
+    return summarise_run(run, output_path, rows, started, sources, code_counts, labeler.taxonomy)
+
+
+def summarise_run(
+    run: RunRecord,
+    output_path: Path,
+    rows: int,
+    started: float,
+    sources: dict[str, int],
+    code_counts: dict[str, int],
+    taxonomy: Taxonomy,
+) -> LabelSummary:
+    """What a finished run did, for the command's last lines (both engines)."""
     top = sorted(code_counts.items(), key=lambda item: -item[1])[:5]
     return LabelSummary(
         run_id=run.run_id,
@@ -224,7 +238,7 @@ def label_file(
         resumed_from=run.rows_done,
         seconds=time.perf_counter() - started,
         sources=sources,
-        top_codes=[(code, labeler.taxonomy.title(code), n) for code, n in top],
+        top_codes=[(code, taxonomy.title(code), n) for code, n in top],
     )
 
 
@@ -292,11 +306,21 @@ def write_output(
     store: Store, run_id: str, output_path: Path, top_k: int
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Write the output from the store, atomically; counts of sources and of top-1 codes."""
+    return write_rows(store.iter_run_rows(run_id), output_path, top_k)
+
+
+def write_rows(
+    batches: Iterable[pd.DataFrame],
+    output_path: Path,
+    top_k: int,
+    counts: tuple[dict[str, int], dict[str, int]] | None = None,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Write store rows (`run_rows` batches) as one output file, atomically; counts of
+    sources and of top-1 codes, added to `counts` when given (an output in several files)."""
     writer = TableWriter(output_path)
-    sources: dict[str, int] = {}
-    code_counts: dict[str, int] = {}
+    sources, code_counts = counts or ({}, {})
     try:
-        for rows in store.iter_run_rows(run_id):
+        for rows in batches:
             labels = [
                 json.loads(value) if isinstance(value, str) else [] for value in rows["labels"]
             ]

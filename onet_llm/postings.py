@@ -85,6 +85,13 @@ def posting_fields(
     return ids, titles, bodies
 
 
+def empty_row_problem(row_number: int, posting_id: str, title: str, body: str) -> str | None:
+    """The one-line error for a row that cannot be labelled (both engines say the same)."""
+    if title.strip() or body.strip():
+        return None
+    return f"row {row_number} (id {posting_id!r}): title and body are both empty"
+
+
 def kept_values(chunk: pd.DataFrame, options: LabelOptions) -> list[dict[str, str]] | None:
     """The input columns to carry to the output, per row (None: keep none)."""
     if not options.keep_columns:

@@ -21,6 +21,11 @@ class EncoderBackend(StrEnum):
     onnx_int8 = "onnx-int8"
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 class StdinFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"

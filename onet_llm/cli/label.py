@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from onet_llm.cli.choices import CandidateOrder, LlmWhen, StdinFormat, value
+from onet_llm.cli.choices import Engine, value
 from onet_llm.cli.common import (
     BaseUrlOption,
     ConcurrencyOption,
@@ -25,100 +25,35 @@ from onet_llm.cli.common import (
     err_console,
     print_ledger,
 )
+from onet_llm.cli.label_options import (
+    AllowDuplicateIdsOption,
+    BodyColumnOption,
+    CandidateOrderOption,
+    ChunkSizeOption,
+    DryRunOption,
+    EncodingOption,
+    EngineOption,
+    IdColumnOption,
+    InputArgument,
+    InputFormatOption,
+    KeepAllColumnsOption,
+    KeepColumnsOption,
+    LlmModeOption,
+    LlmOption,
+    LlmWhenOption,
+    MaxCostOption,
+    OutputOption,
+    RayActorsOption,
+    RayAddressOption,
+    ShardRowsOption,
+    SkipBadRowsOption,
+    StrictOption,
+    TitleColumnOption,
+    TopKOption,
+    WorkDirOption,
+)
 from onet_llm.errors import OnetLLMError
 from onet_llm.settings import Settings
-
-InputArgument = Annotated[
-    Path,
-    typer.Argument(
-        metavar="INPUT",
-        help="Postings: .csv, .tsv, .parquet, .jsonl or .xlsx; '-' reads CSV or JSONL from stdin.",
-    ),
-]
-OutputOption = Annotated[
-    Path | None,
-    typer.Option(
-        "-o",
-        "--output",
-        help="Default: INPUT-stem.labels.csv beside the input; '-' writes to stdout "
-        "(the default for stdin input).",
-    ),
-]
-TopKOption = Annotated[int, typer.Option("--top-k", help="Labels per posting.")]
-IdColumnOption = Annotated[
-    str | None, typer.Option("--id-column", help="Default: 'id' if present, else the row number.")
-]
-TitleColumnOption = Annotated[
-    str,
-    typer.Option(
-        "--title-column",
-        help="Matched ignoring case and spaces; the default also finds 'job title'.",
-    ),
-]
-BodyColumnOption = Annotated[str, typer.Option("--body-column", help="Optional column.")]
-ChunkSizeOption = Annotated[
-    int, typer.Option("--chunk-size", help="Rows read, labelled and committed at a time.")
-]
-SkipBadRowsOption = Annotated[
-    bool, typer.Option("--skip-bad-rows", help="Keep going past empty rows (marked source=error).")
-]
-LlmOption = Annotated[
-    bool, typer.Option("--llm", help="Rerank each shortlist with an LLM (stage 2).")
-]
-MaxCostOption = Annotated[
-    float | None, typer.Option("--max-cost-usd", help="Stop cleanly before LLM spend passes this.")
-]
-LlmWhenOption = Annotated[
-    LlmWhen | None,
-    typer.Option(
-        "--llm-when", help="always, or uncertain: only rows whose top-1 is not clearly ahead."
-    ),
-]
-CandidateOrderOption = Annotated[
-    CandidateOrder | None,
-    typer.Option("--candidate-order", help="The order the LLM sees the shortlist in."),
-]
-EncodingOption = Annotated[
-    str,
-    typer.Option("--encoding", help="Text encoding of a CSV/TSV/JSONL input (e.g. latin-1)."),
-]
-KeepColumnsOption = Annotated[
-    str | None,
-    typer.Option("--keep-columns", help="Input columns copied to the output, comma-separated."),
-]
-KeepAllColumnsOption = Annotated[
-    bool, typer.Option("--keep-all-columns", help="Copy every input column to the output.")
-]
-AllowDuplicateIdsOption = Annotated[
-    bool,
-    typer.Option("--allow-duplicate-ids", help="Label rows that share an id instead of failing."),
-]
-InputFormatOption = Annotated[
-    StdinFormat | None,
-    typer.Option("--input-format", help="Format of stdin (default: JSONL if it starts with '{')."),
-]
-LlmModeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-mode",
-        help="sync (default) | batch: send the LLM requests through the Batch API (half the "
-        "price, answered within 24 h; the command waits, and resumes the same batch if killed).",
-    ),
-]
-DryRunOption = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="With --llm: count the rows, cache hits and tokens the LLM would get and price "
-        "them in sync and batch mode; calls no LLM and writes no output.",
-    ),
-]
-StrictOption = Annotated[
-    bool,
-    typer.Option(
-        "--strict", help="Exit 1 when any row fell back to the embedding ranking (output kept)."
-    ),
-]
 
 
 def label(
@@ -153,6 +88,11 @@ def label(
     infer_examples: InferExamplesOption = None,
     llm_mode: LlmModeOption = None,
     dry_run: DryRunOption = False,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
+    ray_actors: RayActorsOption = None,
+    shard_rows: ShardRowsOption = 10_000,
+    work_dir: WorkDirOption = None,
 ) -> None:
     """Label each posting with its top K O*NET occupations."""
     from onet_llm.postings import LabelOptions, open_input, spool_stdin
@@ -188,6 +128,14 @@ def label(
         keep_all_columns=keep_all_columns,
         allow_duplicate_ids=allow_duplicate_ids,
     )
+    if engine == Engine.ray:
+        from onet_llm.cli.label_ray import label_on_ray
+        from onet_llm.engine.ray_engine import RayOptions
+
+        ray_options = RayOptions(ray_address, ray_actors, shard_rows, work_dir)
+        return label_on_ray(
+            settings, str(input_path), output, options, llm, ray_options, dry_run, strict
+        )
     stdin = str(input_path) == "-"
     if stdin:
         input_path = spool_stdin(sys.stdin.buffer, settings.home / "stdin", value(input_format))
@@ -246,21 +194,36 @@ def stdout_spool_path(input_path: Path, folder: Path) -> Path:
 def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
     """Load the model and index, label into the store and the output; the summary, and the
     LLM ledger of the run when `llm`."""
-    from onet_llm.cli.progress import progress_bar
-    from onet_llm.label import open_labeler
     from onet_llm.store import Store
 
     # The store first: one in use by another run is an error before the model loads; readers
     # (ledger, runs, review) may still open it between commits.
     with Store(settings.resolved_store_path, shared=True) as run_store:
-        with progress_bar("building the occupation index (once per model)", "titles") as building:
-            labeler, index_key = open_labeler(
-                settings.embedding_model,
-                settings.index_cache_dir,
-                on_build_progress=building,
-                encoder_options=settings.encoder_options(),
-            )
+        labeler, index_key = open_run_labeler(settings)
         return label_into(settings, run_store, labeler, index_key, opened, output, llm)
+
+
+def open_run_labeler(settings: Settings):
+    """The labeler and index key of a run, with a progress bar when the index must be built."""
+    from onet_llm.cli.progress import progress_bar
+    from onet_llm.label import open_labeler
+
+    with progress_bar("building the occupation index (once per model)", "titles") as building:
+        return open_labeler(
+            settings.embedding_model,
+            settings.index_cache_dir,
+            on_build_progress=building,
+            encoder_options=settings.encoder_options(),
+        )
+
+
+def run_fingerprint(labeler) -> dict:
+    """What, besides the input and options, makes two runs the same: the model, and the
+    backend unless torch (so torch runs keep their old keys)."""
+    fingerprint: dict = {"model": labeler.encoder.model_id}
+    if labeler.encoder.backend != "torch":
+        fingerprint["encoder_backend"] = labeler.encoder.backend
+    return fingerprint
 
 
 def label_into(settings: Settings, run_store, labeler, index_key: str, opened, output, llm: bool):
@@ -269,9 +232,7 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
     from onet_llm.cli.progress import progress_bar
     from onet_llm.label import label_file
 
-    fingerprint: dict = {"model": labeler.encoder.model_id}
-    if labeler.encoder.backend != "torch":  # other labels: another run (torch keeps old keys)
-        fingerprint["encoder_backend"] = labeler.encoder.backend
+    fingerprint = run_fingerprint(labeler)
     reranker = None
     before_chunks = None
     if llm:  # before the progress bar: loading the infer examples shows its own status line

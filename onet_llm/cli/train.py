@@ -38,6 +38,14 @@ LoraRankOption = Annotated[
     ),
 ]
 
+PostingCapOption = Annotated[
+    int | None,
+    typer.Option(
+        "--posting-cap",
+        help="Override the preset's cap of labelled-posting pairs per occupation (taxonomy: 48).",
+    ),
+]
+
 
 def train(
     preset: PresetOption = "small",
@@ -49,6 +57,7 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     lora_rank: LoraRankOption = None,
+    posting_cap: PostingCapOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
@@ -64,6 +73,7 @@ def train(
         batch_size=batch_size,
         seed=seed,
         lora_rank=lora_rank,
+        posting_cap=posting_cap,
     )
     result = run_training(
         options, settings.index_cache_dir, log=lambda line: err_console.print(line)

@@ -200,6 +200,18 @@ class OccupationIndex:
         )
         temporary.rename(folder / "index.faiss")  # written last: its presence means complete
 
+    def to_payload(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The index as plain arrays, for the Ray object store (a FAISS index is not picklable):
+        workers of a cluster get it from the driver instead of building or finding it."""
+        return faiss.serialize_index(self.faiss_index), self.positions, self.n_occupations
+
+    @classmethod
+    def from_payload(cls, payload: tuple[np.ndarray, np.ndarray, int]) -> OccupationIndex:
+        index = cls.__new__(cls)
+        serialized, index.positions, index.n_occupations = payload
+        index.faiss_index = faiss.deserialize_index(serialized)
+        return index
+
     @classmethod
     def load(cls, folder: Path) -> OccupationIndex:
         index = cls.__new__(cls)

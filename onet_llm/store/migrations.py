@@ -258,6 +258,23 @@ def m007_batches_and_cached_tokens(db: Connection) -> None:
     )
 
 
+def m008_run_shards(db: Connection) -> None:
+    """`label --engine ray`: the shards of a distributed run, one row each once its rows are
+    committed (in the same transaction), so a killed run skips them when started again."""
+    db.execute(
+        """
+        CREATE TABLE run_shards (
+            run_id VARCHAR NOT NULL,
+            shard INTEGER NOT NULL,
+            first_row BIGINT NOT NULL,
+            rows BIGINT NOT NULL,
+            finished_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, shard)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_runs,
     m002_llm_calls,
@@ -266,6 +283,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     m005_review_queues_and_samples,
     m006_eval_results,
     m007_batches_and_cached_tokens,
+    m008_run_shards,
 ]
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from onet_llm.store.db import Database, now
-from onet_llm.types import LabelledRow
+from onet_llm.types import Candidate, Label, LabelledRow
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class RunRecord:
     output_path: str | None
 
 
+# Rows sorted at a time when a run is read back in order: 10,000 rows with 4,000-character
+# bodies and their shortlists are about 60 MB, well inside the store's memory cap.
+ROWS_PER_SORT = 10_000
 RUN_ROW_COLUMNS = [
     "run_id",
     "row_number",
@@ -67,6 +70,34 @@ def row_records(rows: Sequence[LabelledRow]) -> pd.DataFrame:
         ],
         columns=RUN_ROW_COLUMNS[1:],
     )
+
+
+def labelled_rows(frame: pd.DataFrame) -> list[LabelledRow]:
+    """The inverse of `row_records`: rows that crossed a process boundary in `run_rows` form
+    (a Ray worker's output) back as objects, for the LLM stage on the driver."""
+
+    def parsed(value: object) -> list[dict] | None:
+        return json.loads(value) if isinstance(value, str) else None
+
+    rows = []
+    for record in frame.to_dict(orient="records"):
+        shortlist, labels = parsed(record["shortlist"]), parsed(record["labels"])
+        kept = record.get("kept")
+        rows.append(
+            LabelledRow(
+                row_number=int(record["row_number"]),
+                posting_id=record["posting_id"],
+                title=record["title"],
+                body=record["body"],
+                shortlist=None if shortlist is None else [Candidate(**c) for c in shortlist],
+                labels=None if labels is None else [Label(**label) for label in labels],
+                source=record["source"],
+                error=record["error"] if isinstance(record["error"], str) else None,
+                call_key=record["call_key"] if isinstance(record["call_key"], str) else None,
+                kept=json.loads(kept) if isinstance(kept, str) else None,
+            )
+        )
+    return rows
 
 
 class RunTables(Database):
@@ -123,9 +154,16 @@ class RunTables(Database):
         )
         return RunRecord(run_id, run_key, "running", 0, output_path)
 
-    def append_rows(self, run_id: str, rows: Sequence[LabelledRow] | pd.DataFrame) -> int:
+    def append_rows(
+        self,
+        run_id: str,
+        rows: Sequence[LabelledRow] | pd.DataFrame,
+        shard: tuple[int, int] | None = None,
+    ) -> int:
         """Commit one chunk's rows and advance the run's counter in one transaction. `rows` are
-        `LabelledRow`s, or a frame already in `run_rows` form (JSON strings)."""
+        `LabelledRow`s, or a frame already in `run_rows` form (JSON strings). With `shard`
+        (index, first row: `label --engine ray`) the shard's marker is committed with them, so
+        a shard is either wholly in the store or not at all."""
         if not isinstance(rows, pd.DataFrame):
             rows = row_records(rows)
         frame = rows.reindex(columns=RUN_ROW_COLUMNS)
@@ -134,10 +172,31 @@ class RunTables(Database):
             db.register("chunk_rows", frame)
             db.execute("INSERT INTO run_rows SELECT * FROM chunk_rows")
             db.unregister("chunk_rows")
+            if shard is not None:
+                db.execute(
+                    "INSERT INTO run_shards VALUES (?, ?, ?, ?, ?)",
+                    [run_id, shard[0], shard[1], len(frame), now()],
+                )
             db.execute(
                 "UPDATE runs SET rows_done = rows_done + ? WHERE run_id = ?", [len(frame), run_id]
             )
         return len(frame)
+
+    def finished_shards(self, run_id: str) -> set[int]:
+        rows = self.db.execute("SELECT shard FROM run_shards WHERE run_id = ?", [run_id])
+        return {int(row[0]) for row in rows.fetchall()}
+
+    def iter_row_range(
+        self, run_id: str, first_row: int, rows: int, batch_size: int = 5000
+    ) -> Iterator[pd.DataFrame]:
+        """Rows `first_row .. first_row + rows - 1` of a run, in input order (one output shard)."""
+        result = self.db.execute(
+            "SELECT * FROM run_rows WHERE run_id = ? AND row_number >= ? AND row_number < ? "
+            "ORDER BY row_number",
+            [run_id, first_row, first_row + rows],
+        )
+        while not (batch := result.fetch_df_chunk(max(1, batch_size // 2048))).empty:
+            yield batch
 
     def finish_run(self, run_id: str, status: str = "done") -> None:
         self.db.execute(
@@ -145,15 +204,16 @@ class RunTables(Database):
         )
 
     def iter_run_rows(self, run_id: str, batch_size: int = 5000) -> Iterator[pd.DataFrame]:
-        """A run's rows in input order, a batch at a time (the output is rebuilt from these)."""
-        result = self.db.execute(
-            "SELECT * FROM run_rows WHERE run_id = ? ORDER BY row_number", [run_id]
-        )
-        while True:
-            batch = result.fetch_df_chunk(max(1, batch_size // 2048))
-            if batch.empty:
-                return
-            yield batch
+        """A run's rows in input order, a batch at a time (the output is rebuilt from these).
+        Read in ranges of row numbers, each sorted on its own: one ORDER BY over a million
+        rows does not fit the store's 256 MB memory cap (measured: out of memory)."""
+        low, high = self.db.execute(
+            "SELECT min(row_number), max(row_number) FROM run_rows WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if low is None:
+            return
+        for first in range(int(low), int(high) + 1, ROWS_PER_SORT):
+            yield from self.iter_row_range(run_id, first, ROWS_PER_SORT, batch_size)
 
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()

@@ -128,6 +128,7 @@ class TrainingOptions:
     limit_pairs: int | None = None  # for smoke tests: train on this many pairs only
     mining_representation: Representation = MINING_REPRESENTATION
     lora_rank: int | None = None  # train a LoRA adapter of this rank instead of every weight
+    posting_cap: int | None = None  # override the preset's cap of posting pairs per occupation
 
 
 @dataclass(frozen=True)

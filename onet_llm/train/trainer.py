@@ -85,6 +85,10 @@ def resolve_preset(options: TrainingOptions) -> Preset:
         if options.batch_size < 2:
             raise TrainingError("--batch-size must be at least 2 (in-batch negatives)")
         preset = replace(preset, batch_size=options.batch_size)
+    if options.posting_cap is not None:
+        if options.posting_cap < 1:
+            raise TrainingError("--posting-cap must be a positive integer")
+        preset = replace(preset, posting_cap_per_occupation=options.posting_cap)
     if options.lora_rank is not None:
         if options.lora_rank < 1:
             raise TrainingError("--lora-rank must be a positive integer")

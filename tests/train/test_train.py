@@ -75,6 +75,22 @@ def test_taxonomy_mix_covers_every_occupation_and_never_uses_held_out_titles(tax
     assert [pair.anchor for pair in again] == [pair.anchor for pair in pairs]  # seeded
 
 
+def test_the_posting_cap_can_be_raised_and_a_bad_one_is_refused(taxonomy):
+    from onet_llm.train.trainer import build_training_pairs, load_training_postings, resolve_preset
+
+    options = TrainingOptions(preset="taxonomy", posting_cap=1000)
+    preset = resolve_preset(options)
+    assert preset.posting_cap_per_occupation == 1000
+    postings, _, _ = load_training_postings([], taxonomy, options.seed)
+    pairs = build_training_pairs(
+        options, preset, taxonomy, postings, held_out_reported_titles(taxonomy)
+    )
+    posting_pairs = sum(pair.source.startswith("posting_") for pair in pairs)
+    assert posting_pairs > 48 * 32  # more than the default cap allows for 32 occupations
+    result = CliRunner().invoke(app, ["train", "--preset", "taxonomy", "--posting-cap", "0"])
+    assert result.exit_code == 1 and "--posting-cap must be a positive integer" in result.output
+
+
 def test_test_split_postings_are_never_trained_on():
     ads = dev_ads()
     train_rows, validation_rows = split_postings(ads[["title", "body", "onet_code", "split"]], 1)

@@ -1,0 +1,1 @@
+"""Engines that run the labelling elsewhere than this process (Ray Data)."""

@@ -1,0 +1,352 @@
+"""`onet-llm label --engine ray`: the embedding stage on Ray Data, everything else on the driver.
+
+Data flow: the driver splits the input into Parquet shards (`engine.shards`, with the local
+engine's checks), puts the FAISS index into the object store once, and runs
+`read_parquet(shards).map_batches(ShardLabeler)` on an actor pool: each actor loads the encoder
+once and labels batches with the local engine's own `Labeler.label_chunk`, so both engines give
+the same codes and scores. The driver collects the rows, and when every row of a shard has
+arrived it runs the optional LLM stage on them and commits the shard (rows + marker, one
+transaction) to its DuckDB store. The output (Parquet parts + manifest, or one file) is written
+from the store at the end.
+
+Why the LLM stage and the store stay on the driver: the LLM is bound by the API's rate limit,
+not by CPU, and its cache, ledger and budget live in one DuckDB file, which allows one writer
+process. Workers never open the store, so a rerun of the same input pays nothing twice and a
+killed job resumes after its committed shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from onet_llm.engine.shards import (
+    ShardPlan,
+    files_fingerprint,
+    input_files,
+    split_into_shards,
+    worker_options,
+)
+from onet_llm.errors import InputError, Interrupted, OnetLLMError
+from onet_llm.label import Labeler, LabelSummary, rerank_rows, summarise_run, write_rows
+from onet_llm.postings import LabelOptions
+from onet_llm.store.runs import labelled_rows, row_records
+from onet_llm.tables import EXTENSIONS
+
+if TYPE_CHECKING:
+    from onet_llm.rerank.reranker import Reranker
+    from onet_llm.store import Store
+
+RAY_MISSING = "--engine ray needs Ray Data: pip install 'onet-llm[ray]'"
+# Each actor runs one encoder thread, on one core, but asks Ray for half a logical CPU: an
+# actor pool asking for every CPU leaves Ray Data's file-listing and read tasks (1 CPU each) no
+# slot, and the job hangs. Actors are spread over the nodes rather than packed two per CPU.
+ACTOR_CPUS = 0.5
+MANIFEST = "manifest.json"
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # an existing cluster; None starts a local runtime
+    actors: int | None = None  # None: one per CPU of the cluster
+    shard_rows: int = 10_000
+    work_dir: Path | None = None  # where shards go; on a cluster, a folder every node reads
+
+
+class ShardLabeler:
+    """A Ray Data actor: the encoder loaded once, the index taken from the object store, and
+    batches of shard rows labelled into `run_rows` form (JSON strings cross the process
+    boundary; the driver stores them as they are)."""
+
+    def __init__(
+        self, model: str, encoder_options: dict, index_ref: list, options: LabelOptions
+    ) -> None:
+        import ray
+
+        from onet_llm.shortlist.encoder import Encoder
+        from onet_llm.taxonomy import load_taxonomy
+
+        index = index_from_payload(ray.get(index_ref[0]))
+        encoder = Encoder(model, **encoder_options)
+        self.labeler = Labeler(encoder, index, load_taxonomy())
+        self.options = options
+
+    def __call__(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        """A batch of shard paths -> their rows labelled, a chunk at a time."""
+        import pyarrow.parquet as pq
+
+        for path in batch["path"]:
+            shard = pq.read_table(path).to_pandas()
+            for start in range(0, len(shard), self.options.chunk_size):
+                yield self.label_rows(shard.iloc[start : start + self.options.chunk_size])
+
+    def label_rows(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        rows = self.labeler.label_chunk(chunk, 1, self.options)
+        for row, number, kept in zip(rows, chunk["row_number"], chunk["kept"], strict=True):
+            row.row_number = int(number)
+            row.kept = json.loads(kept) if isinstance(kept, str) else None
+        frame = row_records(rows)
+        frame.insert(0, "shard", chunk["shard"].to_numpy())
+        return frame
+
+
+def index_payload(index) -> tuple[str, Any]:
+    """What the object store carries to the actors: a FAISS index as its serialised bytes (it
+    is not picklable), a fusion index (plain arrays) as it is."""
+    from onet_llm.shortlist.index import OccupationIndex
+
+    if isinstance(index, OccupationIndex):
+        return "faiss", index.to_payload()
+    return "pickle", index
+
+
+def index_from_payload(payload: tuple[str, Any]):
+    from onet_llm.shortlist.index import OccupationIndex
+
+    kind, value = payload
+    return OccupationIndex.from_payload(value) if kind == "faiss" else value
+
+
+class ShardCollector:
+    """Gathers a shard's rows as batches arrive (in any order) and hands each complete shard,
+    in row order, to `commit`."""
+
+    def __init__(self, plan: ShardPlan, commit: Callable[[int, pd.DataFrame], None]) -> None:
+        self.expected = {shard.index: shard.rows for shard in plan.shards}
+        self.commit = commit
+        self.parts: dict[int, list[pd.DataFrame]] = {}
+        self.received: dict[int, int] = {}
+
+    def add(self, batch: pd.DataFrame) -> None:
+        for shard, part in batch.groupby("shard", sort=False):
+            shard = int(shard)
+            self.parts.setdefault(shard, []).append(part.drop(columns="shard"))
+            self.received[shard] = self.received.get(shard, 0) + len(part)
+            if self.received[shard] == self.expected[shard]:
+                rows = pd.concat(self.parts.pop(shard), ignore_index=True)
+                self.commit(shard, rows.sort_values("row_number", ignore_index=True))
+
+    @property
+    def pending(self) -> list[int]:
+        return sorted(self.parts)
+
+
+def default_ray_output(spec: str, files: list[Path]) -> Path:
+    """A folder of Parquet parts beside the input: `postings.labels/` for `postings.csv` or
+    the folder `postings/`; a glob has no obvious place, so it needs `-o`."""
+    path = Path(spec)
+    if path.is_dir():
+        return path.with_name(f"{path.name}.labels")
+    if len(files) == 1 and path == files[0]:
+        return path.with_name(f"{path.stem}.labels")
+    raise InputError(f"{spec}: give -o for the labels of a glob (a folder, or one file)")
+
+
+def is_single_file_output(output: Path) -> bool:
+    return output.suffix.lower() in EXTENSIONS and not output.is_dir()
+
+
+def ray_run_key(files: list[Path], output: Path, fingerprint: dict) -> str:
+    payload = [files_fingerprint(files), str(output.resolve()), fingerprint]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def start_ray(address: str | None):
+    """Connect to the cluster at `address`, or start a local runtime on this machine's cores;
+    quiet (no dashboard, no progress bars, no usage report: machines may be offline)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise OnetLLMError(RAY_MISSING) from None
+    if not ray.is_initialized():
+        settings: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
+        if address:
+            ray.init(address=address, **settings)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **settings)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled"
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    return ray
+
+
+def label_with_ray(
+    labeler: Labeler,
+    index_key: str,
+    store: Store,
+    spec: str,
+    output: Path | None,
+    options: LabelOptions,
+    settings_fingerprint: dict,
+    ray_options: RayOptions,
+    home: Path,
+    on_progress: Progress | None = None,
+    reranker: Reranker | None = None,
+) -> LabelSummary:
+    """Label every row of the input with Ray Data, resuming an unfinished identical run."""
+    started = time.perf_counter()
+    files = input_files(spec)
+    output = output or default_ray_output(spec, files)
+    fingerprint = {
+        **settings_fingerprint,
+        "options": asdict(options),
+        "index": index_key,
+        "engine": "ray",
+        "shard_rows": ray_options.shard_rows,
+    }
+    key = ray_run_key(files, output, fingerprint)
+    work = (ray_options.work_dir or home / "ray") / key
+    plan = split_into_shards(files, work, options, ray_options.shard_rows)
+    run = store.find_unfinished_run(key) or store.start_run(
+        key, "label", spec, str(output), fingerprint, labeler.encoder.model_id, index_key
+    )
+    try:
+        label_shards(labeler, store, run.run_id, plan, options, ray_options, on_progress, reranker)
+        sources, codes = write_ray_output(store, run.run_id, plan, output, options.top_k)
+    except KeyboardInterrupt:
+        store.finish_run(run.run_id, "interrupted")
+        raise Interrupted(
+            f"interrupted: {store.rows_committed(run.run_id):,} rows are committed to run "
+            f"{run.run_id} and no output was written; run the same command again to resume"
+        ) from None
+    except BaseException:
+        store.finish_run(run.run_id, "failed")
+        raise
+    store.finish_run(run.run_id)
+    shutil.rmtree(work, ignore_errors=True)
+    return summarise_run(run, output, plan.total_rows, started, sources, codes, labeler.taxonomy)
+
+
+def label_shards(
+    labeler: Labeler,
+    store: Store,
+    run_id: str,
+    plan: ShardPlan,
+    options: LabelOptions,
+    ray_options: RayOptions,
+    on_progress: Progress | None,
+    reranker: Reranker | None,
+) -> None:
+    """Run the shards not yet committed through the actor pool; commit each as it completes."""
+    finished = store.finished_shards(run_id)
+    todo = [shard for shard in plan.shards if shard.index not in finished]
+    done = [plan.total_rows - sum(shard.rows for shard in todo)]
+    store.release()
+    if on_progress:
+        on_progress(done[0], plan.total_rows)
+    if not todo:
+        return
+    by_index = plan.by_index
+
+    def commit(shard: int, rows: pd.DataFrame) -> None:
+        if reranker is not None:
+            objects = rerank_rows(labelled_rows(rows), reranker, options.top_k, run_id)
+            rows = row_records(objects)
+        store.append_rows(run_id, rows, shard=(shard, by_index[shard].first_row))
+        store.release()
+        done[0] += len(rows)
+        if on_progress:
+            on_progress(done[0], plan.total_rows)
+
+    collector = ShardCollector(plan, commit)
+    batches = shard_dataset(labeler, [s.path for s in todo], options, ray_options)
+    try:
+        for batch in batches:
+            collector.add(batch)
+    except OnetLLMError:
+        raise
+    except Exception as error:  # a worker's failure arrives as Ray's wrapped traceback
+        if type(error).__module__.startswith("ray"):
+            cause = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            raise OnetLLMError(f"a Ray worker failed: {cause}") from error
+        raise
+    if collector.pending:
+        raise OnetLLMError(f"Ray returned shards {collector.pending} incomplete; run again")
+
+
+def shard_dataset(labeler: Labeler, paths: list[str], options: LabelOptions, ray_options):
+    """Batches of labelled shard rows from the actor pool, as they complete."""
+    ray = start_ray(ray_options.address)
+    actors = ray_options.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = min(actors, len(paths))  # an actor without a shard would only load the model
+    encoder = labeler.encoder
+    encoder_options = {
+        "backend": encoder.backend,
+        "batch_size": encoder.batch_size,
+        "threads": encoder.threads or 1,  # one core per actor
+        "export_cache_dir": encoder.export_cache_dir,  # ONNX backends: exported once per node
+    }
+    # The shard paths, not Ray's Parquet reader: the actors read their shards themselves (the
+    # reader's path resolution fails for a list of files when aiohttp is not installed).
+    # One block per shard, so that every actor gets shards to read (one block of all the paths
+    # would go to a single actor).
+    dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+    dataset = dataset.map_batches(
+        ShardLabeler,
+        fn_constructor_kwargs={
+            "model": worker_model_name(encoder.name),
+            "encoder_options": encoder_options,
+            "index_ref": [ray.put(index_payload(labeler.index))],
+            "options": worker_options(options),
+        },
+        batch_size=1,
+        batch_format="pandas",
+        # One shard at a time per actor: by default an actor takes several, and the first
+        # actor would take every shard of a small job while the others wait.
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+        num_cpus=ACTOR_CPUS,
+        scheduling_strategy="SPREAD",
+    )
+    yield from dataset.iter_batches(batch_size=None, batch_format="pandas")
+
+
+def worker_model_name(name: str) -> str:
+    """A model folder as an absolute path (workers do not share the driver's working folder);
+    a name such as "default" as it is."""
+    path = Path(name)
+    return str(path.resolve()) if path.exists() else name
+
+
+def write_ray_output(
+    store: Store, run_id: str, plan: ShardPlan, output: Path, top_k: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """One file when `output` has a table extension; otherwise a folder of Parquet parts, one
+    per shard, and a manifest written last (its presence says the folder is complete)."""
+    if is_single_file_output(output):
+        return write_rows(store.iter_run_rows(run_id), output, top_k)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MANIFEST).unlink(missing_ok=True)
+    counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    parts = []
+    for shard in plan.shards:
+        name = f"part-{shard.index:05d}.parquet"
+        batches = store.iter_row_range(run_id, shard.first_row, shard.rows)
+        write_rows(batches, output / name, top_k, counts)
+        parts.append({"file": name, "first_row": shard.first_row, "rows": shard.rows})
+    for stale in output.glob("part-*.parquet"):
+        if stale.name not in {part["file"] for part in parts}:
+            stale.unlink()
+    manifest = {"run_id": run_id, "rows": plan.total_rows, "inputs": plan.inputs, "parts": parts}
+    (output / f".{MANIFEST}.partial").write_text(json.dumps(manifest, indent=1))
+    (output / f".{MANIFEST}.partial").replace(output / MANIFEST)
+    return counts

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from onet_llm.errors import InputError, Interrupted
+from onet_llm.errors import Interrupted
 from onet_llm.output import output_records
 from onet_llm.postings import (
     DuplicateIds,
@@ -31,6 +31,7 @@ from onet_llm.postings import (
     kept_values,
     open_input,
     posting_fields,
+    refuse_empty_rows,
 )
 from onet_llm.shortlist.encoder import Encoder
 from onet_llm.shortlist.index import OccupationIndex
@@ -94,16 +95,14 @@ class Labeler:
     ) -> list[LabelledRow]:
         """One row for the store per input row, labelled or carrying an error."""
         ids, titles, bodies = posting_fields(chunk, first_row, options)
+        refuse_empty_rows(ids, titles, bodies, first_row, options)
         kept = kept_values(chunk, options) or [None] * len(ids)
         rows = []
         good = []
         for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
             row = LabelledRow(first_row + offset, posting_id, title, body[:STORED_BODY_CHARACTERS])
             row.kept = kept[offset]
-            problem = empty_row_problem(row.row_number, posting_id, title, body)
-            if problem:
-                if not options.skip_bad_rows:
-                    raise InputError(problem + " (pass --skip-bad-rows to keep going)")
+            if empty_row_problem(row.row_number, posting_id, title, body):  # --skip-bad-rows
                 row.error = "title and body are both empty"
             else:
                 good.append(offset)
@@ -171,6 +170,11 @@ def run_key(input_path: Path, output_path: Path, fingerprint: dict) -> str:
         str(output_path.resolve()),
         fingerprint,
     ]
+    return job_key(payload)
+
+
+def job_key(payload: list) -> str:
+    """A short stable hash of what identifies a job (both engines key their runs with it)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -200,7 +204,8 @@ def label_file(
     opened = opened or open_input(path, output_path, options)
     options = opened.options
     fingerprint = {**settings_fingerprint, "options": asdict(options), "index": index_key}
-    run = find_or_start_run(store, path, output_path, fingerprint, labeler, index_key)
+    key = run_key(path, output_path, fingerprint)
+    run = find_or_start_run(store, key, str(path), output_path, fingerprint, labeler, index_key)
     try:
         if before_chunks is not None:
             before_chunks(run, opened)
@@ -244,21 +249,21 @@ def summarise_run(
 
 def find_or_start_run(
     store: Store,
-    input_path: Path,
+    key: str,
+    input_name: str,
     output_path: Path,
     fingerprint: dict,
     labeler: Labeler,
     index_key: str,
 ) -> RunRecord:
-    """The unfinished run of this exact job, to resume, or a new one."""
-    key = run_key(input_path, output_path, fingerprint)
+    """The unfinished run of the job with this key, to resume, or a new one."""
     run = store.find_unfinished_run(key)
     if run is not None:
         return run
     return store.start_run(
         key,
         "label",
-        str(input_path),
+        input_name,
         str(output_path),
         fingerprint,
         labeler.encoder.model_id,

@@ -92,6 +92,19 @@ def empty_row_problem(row_number: int, posting_id: str, title: str, body: str) -
     return f"row {row_number} (id {posting_id!r}): title and body are both empty"
 
 
+def refuse_empty_rows(
+    ids: list[str], titles: list[str], bodies: list[str], first_row: int, options: LabelOptions
+) -> None:
+    """Fail on the first row with neither title nor body, unless `--skip-bad-rows` (then the
+    row is kept and marked `source=error`)."""
+    if options.skip_bad_rows:
+        return
+    for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
+        problem = empty_row_problem(first_row + offset, posting_id, title, body)
+        if problem:
+            raise InputError(problem + " (pass --skip-bad-rows to keep going)")
+
+
 def kept_values(chunk: pd.DataFrame, options: LabelOptions) -> list[dict[str, str]] | None:
     """The input columns to carry to the output, per row (None: keep none)."""
     if not options.keep_columns:

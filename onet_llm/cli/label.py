@@ -236,15 +236,11 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
     reranker = None
     before_chunks = None
     if llm:  # before the progress bar: loading the infer examples shows its own status line
-        from onet_llm.rerank.reranker import Reranker
-
-        reranker = Reranker(settings, run_store, labeler.taxonomy)
-        warn_if_measured_worse(run_store, settings)
+        reranker = open_reranker(settings, run_store, labeler, fingerprint)
         if settings.llm_mode == "batch":
             reranker, before_chunks = open_batch_mode(settings, run_store, reranker, labeler)
         elif settings.infer_enabled:
             reranker = open_infer_stages(settings, reranker, labeler)
-        fingerprint["llm"] = settings.llm_fingerprint()
     with progress_bar("labelling", "rows", plain=False) as on_progress:
         summary = label_file(
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
@@ -252,6 +248,17 @@ def label_into(settings: Settings, run_store, labeler, index_key: str, opened, o
         )  # fmt: skip
     ledger = run_store.ledger(summary.run_id) if llm else None
     return summary, ledger, run_store.fallback_reasons(summary.run_id)
+
+
+def open_reranker(settings: Settings, run_store, labeler, fingerprint: dict):
+    """The LLM stage of a run (both engines): warns when an evaluation in this store measured
+    this LLM lowering top-1, and adds the LLM to the run's fingerprint."""
+    from onet_llm.rerank.reranker import Reranker
+
+    reranker = Reranker(settings, run_store, labeler.taxonomy)
+    warn_if_measured_worse(run_store, settings)
+    fingerprint["llm"] = settings.llm_fingerprint()
+    return reranker
 
 
 def open_batch_mode(settings: Settings, run_store, reranker, labeler):

@@ -23,11 +23,11 @@ def label_on_ray(
     """Label on Ray and print what the run did, as the local engine does."""
     from onet_llm.cli.label import (
         open_infer_stages,
+        open_reranker,
         open_run_labeler,
         print_label_summary,
         report_fallbacks,
         run_fingerprint,
-        warn_if_measured_worse,
     )
     from onet_llm.cli.progress import progress_bar
     from onet_llm.engine.ray_engine import label_with_ray
@@ -45,13 +45,9 @@ def label_on_ray(
         fingerprint = run_fingerprint(labeler)
         reranker = None
         if llm:
-            from onet_llm.rerank.reranker import Reranker
-
-            reranker = Reranker(settings, run_store, labeler.taxonomy)
-            warn_if_measured_worse(run_store, settings)
+            reranker = open_reranker(settings, run_store, labeler, fingerprint)
             if settings.infer_enabled:
                 reranker = open_infer_stages(settings, reranker, labeler)
-            fingerprint["llm"] = settings.llm_fingerprint()
         with progress_bar("labelling (ray)", "rows", plain=False) as on_progress:
             summary = label_with_ray(
                 labeler, index_key, run_store, spec, output, options, fingerprint,

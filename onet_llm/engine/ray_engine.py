@@ -1,13 +1,13 @@
 """`onet-llm label --engine ray`: the embedding stage on Ray Data, everything else on the driver.
 
 Data flow: the driver splits the input into Parquet shards (`engine.shards`, with the local
-engine's checks), puts the FAISS index into the object store once, and runs
-`read_parquet(shards).map_batches(ShardLabeler)` on an actor pool: each actor loads the encoder
-once and labels batches with the local engine's own `Labeler.label_chunk`, so both engines give
-the same codes and scores. The driver collects the rows, and when every row of a shard has
-arrived it runs the optional LLM stage on them and commits the shard (rows + marker, one
-transaction) to its DuckDB store. The output (Parquet parts + manifest, or one file) is written
-from the store at the end.
+engine's checks), puts the occupation index into the object store once, and runs
+`from_items(shard paths).map_batches(ShardLabeler)` on an actor pool: each actor loads the
+encoder once, reads its shards and labels them a chunk at a time with the local engine's own
+`Labeler.label_chunk`, so both engines give the same codes and scores. The driver collects
+the rows, and when every row of a shard has arrived it runs the optional LLM stage on them
+and commits the shard (rows + marker, one transaction) to its DuckDB store. The output
+(Parquet parts + manifest, or one file) is written from the store at the end.
 
 Why the LLM stage and the store stay on the driver: the LLM is bound by the API's rate limit,
 not by CPU, and its cache, ledger and budget live in one DuckDB file, which allows one writer
@@ -17,7 +17,6 @@ killed job resumes after its committed shards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,15 @@ from onet_llm.engine.shards import (
     worker_options,
 )
 from onet_llm.errors import InputError, Interrupted, OnetLLMError
-from onet_llm.label import Labeler, LabelSummary, rerank_rows, summarise_run, write_rows
+from onet_llm.label import (
+    Labeler,
+    LabelSummary,
+    find_or_start_run,
+    job_key,
+    rerank_rows,
+    summarise_run,
+    write_rows,
+)
 from onet_llm.postings import LabelOptions
 from onet_llm.store.runs import labelled_rows, row_records
 from onet_llm.tables import EXTENSIONS
@@ -159,8 +166,8 @@ def is_single_file_output(output: Path) -> bool:
 
 
 def ray_run_key(files: list[Path], output: Path, fingerprint: dict) -> str:
-    payload = [files_fingerprint(files), str(output.resolve()), fingerprint]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    """Identity of a distributed job: the same files (size, mtime), output and settings."""
+    return job_key([files_fingerprint(files), str(output.resolve()), fingerprint])
 
 
 def start_ray(address: str | None):
@@ -217,9 +224,7 @@ def label_with_ray(
     key = ray_run_key(files, output, fingerprint)
     work = (ray_options.work_dir or home / "ray") / key
     plan = split_into_shards(files, work, options, ray_options.shard_rows)
-    run = store.find_unfinished_run(key) or store.start_run(
-        key, "label", spec, str(output), fingerprint, labeler.encoder.model_id, index_key
-    )
+    run = find_or_start_run(store, key, spec, output, fingerprint, labeler, index_key)
     try:
         label_shards(labeler, store, run.run_id, plan, options, ray_options, on_progress, reranker)
         sources, codes = write_ray_output(store, run.run_id, plan, output, options.top_k)
@@ -343,8 +348,9 @@ def write_ray_output(
         batches = store.iter_row_range(run_id, shard.first_row, shard.rows)
         write_rows(batches, output / name, top_k, counts)
         parts.append({"file": name, "first_row": shard.first_row, "rows": shard.rows})
+    written = {part["file"] for part in parts}
     for stale in output.glob("part-*.parquet"):
-        if stale.name not in {part["file"] for part in parts}:
+        if stale.name not in written:
             stale.unlink()
     manifest = {"run_id": run_id, "rows": plan.total_rows, "inputs": plan.inputs, "parts": parts}
     (output / f".{MANIFEST}.partial").write_text(json.dumps(manifest, indent=1))

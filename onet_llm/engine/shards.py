@@ -28,9 +28,9 @@ from onet_llm.errors import InputError
 from onet_llm.postings import (
     DuplicateIds,
     LabelOptions,
-    empty_row_problem,
     kept_values,
     posting_fields,
+    refuse_empty_rows,
     resolve_columns,
 )
 from onet_llm.tables import EXTENSIONS, iter_table_chunks
@@ -154,13 +154,7 @@ def _check_chunk(
         if duplicates is not None and options.id_column:
             duplicates.id_column = options.id_column
             duplicates.check(chunk, first_row)
-        if options.skip_bad_rows:
-            return
-        ids, titles, bodies = posting_fields(chunk, first_row, options)
-        for offset, (posting_id, title, body) in enumerate(zip(ids, titles, bodies, strict=True)):
-            problem = empty_row_problem(first_row + offset, posting_id, title, body)
-            if problem:
-                raise InputError(problem + " (pass --skip-bad-rows to keep going)")
+        refuse_empty_rows(*posting_fields(chunk, first_row, options), first_row, options)
     except InputError as error:
         raise InputError(prefix + str(error)) from None
 

@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed
 LOCK := constraints.txt
 PIP_VERSION := 26.3
 TORCH := torch==2.13.0
+# moto's S3 server for the remote-input tests, in a venv of its own: botocore needs
+# python-dateutil<3, which cannot sit beside the project's pins.
+MOTO_VENV := .venv-moto
+MOTO_SERVER := $(MOTO_VENV)/bin/moto_server
+MOTO_LOCK := tests/moto-server-requirements.txt
 
 .PHONY: demo test install browser lint lock wheel-smoke index clean
 
@@ -39,8 +44,13 @@ browser:
 demo: $(STAMP)
 	$(BIN)/onet-llm label examples/postings.csv -o examples/postings.labels.csv
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+$(MOTO_SERVER): $(MOTO_LOCK)
+	$(PYTHON) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/pip install --quiet -r $(MOTO_LOCK)
+	touch $(MOTO_SERVER)
+
+test: $(STAMP) browser $(MOTO_SERVER)
+	ONET_LLM_TEST_MOTO_SERVER=$(abspath $(MOTO_SERVER)) $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check onet_llm tests benchmarks eval
@@ -71,4 +81,4 @@ index: $(STAMP)
 	$(BIN)/python -m onet_llm.shortlist.packaged
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(MOTO_VENV) .pytest_cache

@@ -136,6 +136,13 @@ def label(
         return label_on_ray(
             settings, str(input_path), output, options, llm, ray_options, dry_run, strict
         )
+    from onet_llm.engine.shards import remote_uri, shown_uri
+
+    if (uri := remote_uri(str(input_path))) is not None:
+        raise OnetLLMError(
+            f"{shown_uri(uri)}: a URI input is read by --engine ray only "
+            "(or copy it to a local file)"
+        )
     stdin = str(input_path) == "-"
     if stdin:
         input_path = spool_stdin(sys.stdin.buffer, settings.home / "stdin", value(input_format))

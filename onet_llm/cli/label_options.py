@@ -14,7 +14,7 @@ InputArgument = Annotated[
     typer.Argument(
         metavar="INPUT",
         help="Postings: .csv, .tsv, .parquet, .jsonl or .xlsx; '-' reads CSV or JSONL from stdin; "
-        "with --engine ray also a folder or a quoted glob.",
+        "with --engine ray also a folder, a quoted glob or a URI (s3://bucket/ads/, file:///...).",
     ),
 ]
 OutputOption = Annotated[

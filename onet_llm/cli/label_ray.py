@@ -31,10 +31,19 @@ def label_on_ray(
     )
     from onet_llm.cli.progress import progress_bar
     from onet_llm.engine.ray_engine import label_with_ray
+    from onet_llm.engine.shards import remote_uri, shown_uri
     from onet_llm.store import Store
 
     if spec == "-" or str(output) == "-":
         raise OnetLLMError("--engine ray reads files and writes files: no '-' (stdin/stdout)")
+    remote_output = remote_uri(str(output)) if output is not None else None
+    if remote_output is not None:
+        raise OnetLLMError(f"-o {shown_uri(remote_output)}: labels go to a local folder or file")
+    uri = remote_uri(spec)
+    if uri is not None:  # typer's Path folded `s3://` into `s3:/`
+        spec = uri
+        if output is None:
+            raise OnetLLMError(f"{shown_uri(uri)}: give -o for the labels (a local folder or file)")
     if dry_run or (llm and settings.llm_mode == "batch"):
         raise OnetLLMError(
             "--engine ray runs the LLM stage in sync mode only (no --dry-run or "

@@ -34,6 +34,8 @@ from onet_llm.engine.shards import (
     ShardPlan,
     files_fingerprint,
     input_files,
+    remote_uri,
+    shown_uri,
     split_into_shards,
     worker_options,
 )
@@ -224,7 +226,10 @@ def label_with_ray(
     key = ray_run_key(files, output, fingerprint)
     work = (ray_options.work_dir or home / "ray") / key
     plan = split_into_shards(files, work, options, ray_options.shard_rows)
-    run = find_or_start_run(store, key, spec, output, fingerprint, labeler, index_key)
+    # A URI is recorded without its credentials or query: secrets never reach the store.
+    remote = remote_uri(spec)
+    input_name = shown_uri(remote) if remote else spec
+    run = find_or_start_run(store, key, input_name, output, fingerprint, labeler, index_key)
     try:
         label_shards(labeler, store, run.run_id, plan, options, ray_options, on_progress, reranker)
         sources, codes = write_ray_output(store, run.run_id, plan, output, options.top_k)

@@ -14,7 +14,12 @@ Routes compared, all over the same vectors:
 - `fusion@w`: w x title_blend score + (1 - w) x best-exemplar score
   (`onet_llm/shortlist/fusion.py`);
 - `rrf`: reciprocal-rank fusion (k=60) of title_blend and alternate_max;
-- `merged`: the two routes' shortlists interleaved (centroid first), duplicates dropped.
+- `merged`: the two routes' shortlists interleaved (centroid first), duplicates dropped;
+- `softpool`: a soft maximum over each occupation's titles (T x log-sum-exp of similarity / T),
+  alone and added to the centroid as fusion adds the best exemplar;
+- `+ lexical`: fusion@0.5 plus lambda x the best character n-gram TF-IDF cosine (3 to 5
+  characters, word-bounded) between the query's title and any title of the occupation, a
+  spelling route beside the dense one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from onet_llm.eval.metrics import ranking_summary
 from onet_llm.resources import eval_data_file
@@ -38,10 +45,12 @@ from onet_llm.taxonomy import load_taxonomy
 WEIGHTS = (0.25, 0.4, 0.5, 0.6, 0.75)
 RRF_K = 60
 DEPTH = 20
+SOFTPOOL_TEMPERATURE = 0.02
+LEXICAL_WEIGHTS = (0.1, 0.2)
 
 
-def validation_sets() -> list[tuple[str, list[str], list[str], list[str]]]:
-    """(name, query texts, gold codes, titles to leave out of the index)."""
+def validation_sets() -> list[tuple[str, list[str], list[str], list[str], list[str]]]:
+    """(name, query texts, gold codes, titles to leave out of the index, query titles)."""
     reported = pd.read_csv(eval_data_file("reported_titles.csv"), dtype=str, keep_default_na=False)
     reported = reported[reported["split"] == "validation"]
     written = pd.read_csv(eval_data_file("titles_as_written.csv"), dtype=str, keep_default_na=False)
@@ -55,14 +64,16 @@ def validation_sets() -> list[tuple[str, list[str], list[str], list[str]]]:
             list(reported["title"]),
             list(reported["onet_code"]),
             list(reported["title"]),
+            list(reported["title"]),
         ),
         (
             "titles-as-written-validation",
             list(written["title"]),
             list(written["onet_code"]),
             list(written["source_title"]),
+            list(written["title"]),
         ),
-        ("dev-ads-validation", ad_texts, list(ads["onet_code"]), []),
+        ("dev-ads-validation", ad_texts, list(ads["onet_code"]), [], list(ads["title"])),
     ]
 
 
@@ -87,6 +98,29 @@ def merged(first: list[list[str]], second: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def softpool_scores(similarities: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(queries x occupations) T x log-sum-exp(similarity / T) over each occupation's titles."""
+    ends = np.r_[starts[1:], similarities.shape[1]]
+    pooled = [
+        logsumexp(similarities[:, a:b] / SOFTPOOL_TEMPERATURE, axis=1)
+        for a, b in zip(starts, ends, strict=True)
+    ]
+    return np.stack(pooled, axis=1) * SOFTPOOL_TEMPERATURE
+
+
+def lexical_scores(
+    query_titles: list[str], entry_texts: list[str], starts: np.ndarray, titles: list[str]
+) -> np.ndarray:
+    """(queries x occupations) best character n-gram TF-IDF cosine over the occupation's
+    titles (its own title included), fitted on the index's titles only."""
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    entries = vectorizer.fit_transform(entry_texts + titles)
+    similarities = (vectorizer.transform(query_titles) @ entries.T).toarray().astype(np.float32)
+    n = len(titles)
+    best = np.maximum.reduceat(similarities[:, :-n], starts, axis=1)
+    return np.maximum(best, similarities[:, -n:])
+
+
 def measure(model: str) -> dict:
     taxonomy = load_taxonomy()
     codes = taxonomy.codes
@@ -97,17 +131,20 @@ def measure(model: str) -> dict:
     encode_seconds = time.perf_counter() - started
     n = len(taxonomy)
     results = []
-    for name, texts, golds, excluded in validation_sets():
+    for name, texts, golds, excluded, query_titles in validation_sets():
         entries = occupation_entries(taxonomy, "title_blend", excluded)
         matrix = np.stack([vectors[text] for text in entries.texts])
         entry_vectors, positions, titles = matrix[:-n], entries.positions[:-n], matrix[-n:]
         order = np.argsort(positions, kind="stable")
         entry_vectors, positions = entry_vectors[order], positions[order]
+        entry_texts = [entries.texts[i] for i in order]
         starts = np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]])
         queries = encoder.encode(texts)
         blend = queries @ centroid_vectors(entry_vectors, positions, titles).T
         mean = queries @ centroid_vectors(entry_vectors, positions, titles, 0.0).T
         exemplar = best_entry_scores(queries, entry_vectors, starts)
+        softpool = softpool_scores(queries @ entry_vectors.T, starts)
+        lexical = lexical_scores(query_titles, entry_texts, starts, entries.texts[-n:])
         routes = {
             "title_blend (centroid, today)": top_codes(blend, codes),
             "alternate_mean (centroid)": top_codes(mean, codes),
@@ -119,6 +156,12 @@ def measure(model: str) -> dict:
         routes["merged shortlist"] = merged(
             routes["title_blend (centroid, today)"], routes["alternate_max (exemplar)"]
         )
+        routes[f"softpool T={SOFTPOOL_TEMPERATURE}"] = top_codes(softpool, codes)
+        routes["0.5 title_blend + 0.5 softpool"] = top_codes(0.5 * blend + 0.5 * softpool, codes)
+        routes["lexical alone (char n-grams)"] = top_codes(lexical, codes)
+        for weight in LEXICAL_WEIGHTS:
+            fused = 0.5 * blend + 0.5 * exemplar + weight * lexical
+            routes[f"fusion@0.5 + {weight} lexical"] = top_codes(fused, codes)
         excluded_keys = {normalise_title(t) for t in excluded}
         for route, predictions in routes.items():
             results.append(

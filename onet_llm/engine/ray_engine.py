@@ -9,6 +9,13 @@ the rows, and when every row of a shard has arrived it runs the optional LLM sta
 and commits the shard (rows + marker, one transaction) to its DuckDB store. The output
 (Parquet parts + manifest, or one file) is written from the store at the end.
 
+The dry run and `--llm-mode batch` need every row's shortlist before the LLM stage starts:
+they run the embedding stage first as a run of its own (`embed_on_ray`: the run the same job
+without `--llm` makes, committed shard by shard and resumable like any run), price or submit
+from its committed rows (`plan.requests_for_rows`, as the local engine does from its input),
+and the LLM stage's run then reads those shards from the store instead of encoding them
+again. A sync `--llm` run does the same with whichever shards such a run already holds.
+
 Why the LLM stage and the store stay on the driver: the LLM is bound by the API's rate limit,
 not by CPU, and its cache, ledger and budget live in one DuckDB file, which allows one writer
 process. Workers never open the store, so a rerun of the same input pays nothing twice and a
@@ -24,6 +31,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from onet_llm.engine.shards import (
+    InputFile,
+    Shard,
     ShardPlan,
     files_fingerprint,
     input_files,
@@ -50,8 +60,9 @@ from onet_llm.label import (
     write_rows,
 )
 from onet_llm.postings import LabelOptions
-from onet_llm.store.runs import labelled_rows, row_records
+from onet_llm.store.runs import RunRecord, labelled_rows, row_records
 from onet_llm.tables import EXTENSIONS
+from onet_llm.types import LabelledRow
 
 if TYPE_CHECKING:
     from onet_llm.rerank.reranker import Reranker
@@ -199,21 +210,35 @@ def start_ray(address: str | None):
     return ray
 
 
-def label_with_ray(
-    labeler: Labeler,
-    index_key: str,
-    store: Store,
+@dataclass(frozen=True)
+class RayJob:
+    """One distributed job: what it reads and writes, its shards, and the identity of its two
+    stages. `embedding_key` is the run `--engine ray` without `--llm` makes of the same job
+    (the embedding stage alone); `key` is the job's own, with the LLM stage's settings when
+    there is one (else the two are equal)."""
+
+    files: list[InputFile]
+    output: Path
+    input_name: str  # a URI without its credentials or query: secrets never reach the store
+    plan: ShardPlan
+    work: Path
+    fingerprint: dict
+    key: str
+    embedding_fingerprint: dict
+    embedding_key: str
+
+
+def plan_job(
     spec: str,
     output: Path | None,
     options: LabelOptions,
     settings_fingerprint: dict,
+    index_key: str,
     ray_options: RayOptions,
     home: Path,
-    on_progress: Progress | None = None,
-    reranker: Reranker | None = None,
-) -> LabelSummary:
-    """Label every row of the input with Ray Data, resuming an unfinished identical run."""
-    started = time.perf_counter()
+) -> RayJob:
+    """The job's files, output, identities and shard plan (the input is split here, once: a
+    resumed job, or the real run after a dry run, finds the plan in the work folder)."""
     files = input_files(spec)
     output = output or default_ray_output(spec, files)
     fingerprint = {
@@ -223,16 +248,100 @@ def label_with_ray(
         "engine": "ray",
         "shard_rows": ray_options.shard_rows,
     }
+    embedding = {name: value for name, value in fingerprint.items() if name != "llm"}
     key = ray_run_key(files, output, fingerprint)
-    work = (ray_options.work_dir or home / "ray") / key
+    embedding_key = key if embedding == fingerprint else ray_run_key(files, output, embedding)
+    work = (ray_options.work_dir or home / "ray") / embedding_key
     plan = split_into_shards(files, work, options, ray_options.shard_rows)
-    # A URI is recorded without its credentials or query: secrets never reach the store.
     remote = remote_uri(spec)
     input_name = shown_uri(remote) if remote else spec
-    run = find_or_start_run(store, key, input_name, output, fingerprint, labeler, index_key)
+    return RayJob(files, output, input_name, plan, work, fingerprint, key, embedding, embedding_key)
+
+
+def label_with_ray(
+    labeler: Labeler,
+    index_key: str,
+    store: Store,
+    job: RayJob,
+    options: LabelOptions,
+    ray_options: RayOptions,
+    on_progress: Progress | None = None,
+    reranker: Reranker | None = None,
+    before_shards: Callable[[RunRecord], None] | None = None,
+) -> LabelSummary:
+    """Label every row of the job with Ray Data, resuming an unfinished identical run, and
+    write the output. With a `reranker`, a shard that the job's embedding stage has committed
+    (a dry run, batch mode, or the same job without `--llm`) is read from the store instead of
+    being encoded again. `before_shards(run)` runs once the run is known, before any shard:
+    batch mode submits and waits for its batches there."""
+    started = time.perf_counter()
+    run = find_or_start_run(
+        store, job.key, job.input_name, job.output, job.fingerprint, labeler, index_key
+    )
+    embedded = None
+    if reranker is not None and job.embedding_key != job.key:
+        found = last_run(store, job.embedding_key)
+        embedded = found.run_id if found else None
+    with finishing(store, run):
+        if before_shards is not None:
+            before_shards(run)
+        label_shards(
+            labeler, store, run.run_id, job.plan, options, ray_options, on_progress, reranker,
+            embedded,
+        )  # fmt: skip
+        sources, codes = write_ray_output(store, run.run_id, job.plan, job.output, options.top_k)
+    shutil.rmtree(job.work, ignore_errors=True)
+    return summarise_run(
+        run, job.output, job.plan.total_rows, started, sources, codes, labeler.taxonomy
+    )
+
+
+def embed_on_ray(
+    labeler: Labeler,
+    index_key: str,
+    store: Store,
+    job: RayJob,
+    options: LabelOptions,
+    ray_options: RayOptions,
+    on_progress: Progress | None = None,
+) -> RunRecord:
+    """The job's embedding stage as a run of its own, complete: the run `--engine ray`
+    without `--llm` makes of this job, resumed when unfinished and taken as it is when done,
+    but with no output written (the LLM stage's run writes it). Its rows stay in the store and
+    its shards in the work folder, for the LLM stage (`label_with_ray`) to start from: the dry
+    run and batch mode need every shortlist before the LLM stage starts."""
+    previous = last_run(store, job.embedding_key)
+    if previous is not None and previous.status == "done":
+        if on_progress:
+            on_progress(job.plan.total_rows, job.plan.total_rows)
+        return previous
+    run = find_or_start_run(
+        store, job.embedding_key, job.input_name, job.output, job.embedding_fingerprint,
+        labeler, index_key,
+    )  # fmt: skip
+    with finishing(store, run):
+        label_shards(labeler, store, run.run_id, job.plan, options, ray_options, on_progress, None)
+    return run
+
+
+def last_run(store: Store, key: str) -> RunRecord | None:
+    """The latest run with this key, whatever its status (its committed shards are whole)."""
+    runs = store.runs()
+    runs = runs[runs["run_key"] == key]
+    if runs.empty:
+        return None
+    last = runs.iloc[-1]
+    return RunRecord(
+        last["run_id"], key, last["status"], int(last["rows_done"]), last["output_path"]
+    )
+
+
+@contextmanager
+def finishing(store: Store, run: RunRecord) -> Iterator[None]:
+    """Mark the run done when the block completes; interrupted or failed (both resumable by
+    the same command) when it does not."""
     try:
-        label_shards(labeler, store, run.run_id, plan, options, ray_options, on_progress, reranker)
-        sources, codes = write_ray_output(store, run.run_id, plan, output, options.top_k)
+        yield
     except KeyboardInterrupt:
         store.finish_run(run.run_id, "interrupted")
         raise Interrupted(
@@ -243,8 +352,20 @@ def label_with_ray(
         store.finish_run(run.run_id, "failed")
         raise
     store.finish_run(run.run_id)
-    shutil.rmtree(work, ignore_errors=True)
-    return summarise_run(run, output, plan.total_rows, started, sources, codes, labeler.taxonomy)
+
+
+def stored_shard(store: Store, run_id: str, shard: Shard) -> pd.DataFrame:
+    """A committed shard's rows in `run_rows` form, read whole (the store's connection is then
+    free for the cache lookups of whoever reads them)."""
+    frames = list(store.iter_row_range(run_id, shard.first_row, shard.rows))
+    return pd.concat(frames, ignore_index=True).drop(columns="run_id")
+
+
+def stored_rows(store: Store, run_id: str, plan: ShardPlan) -> Iterator[LabelledRow]:
+    """Every row a run committed, in input order, a shard at a time: what the dry run prices
+    and batch mode submits (`plan.requests_for_rows`) after the embedding stage."""
+    for shard in plan.shards:
+        yield from labelled_rows(stored_shard(store, run_id, shard))
 
 
 def label_shards(
@@ -256,16 +377,18 @@ def label_shards(
     ray_options: RayOptions,
     on_progress: Progress | None,
     reranker: Reranker | None,
+    embedded: str | None = None,
 ) -> None:
-    """Run the shards not yet committed through the actor pool; commit each as it completes."""
+    """Commit each shard not yet in the run, with the LLM stage first when there is a
+    `reranker`: its rows read from the embedding stage's run `embedded` when that run holds
+    the shard, else labelled on the actor pool as they complete."""
     finished = store.finished_shards(run_id)
     todo = [shard for shard in plan.shards if shard.index not in finished]
     done = [plan.total_rows - sum(shard.rows for shard in todo)]
+    stored = store.finished_shards(embedded) if embedded else set()
     store.release()
     if on_progress:
         on_progress(done[0], plan.total_rows)
-    if not todo:
-        return
     by_index = plan.by_index
 
     def commit(shard: int, rows: pd.DataFrame) -> None:
@@ -278,6 +401,12 @@ def label_shards(
         if on_progress:
             on_progress(done[0], plan.total_rows)
 
+    if embedded is not None:
+        for shard in (shard for shard in todo if shard.index in stored):
+            commit(shard.index, stored_shard(store, embedded, shard))
+        todo = [shard for shard in todo if shard.index not in stored]
+    if not todo:
+        return
     collector = ShardCollector(plan, commit)
     batches = shard_dataset(labeler, [s.path for s in todo], options, ray_options)
     try:

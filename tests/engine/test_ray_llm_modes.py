@@ -1,0 +1,130 @@
+"""`label --engine ray --llm` with `--dry-run` and with `--llm-mode batch`, on a real local Ray
+runtime (2 CPUs), the shipped model and the batch server on 127.0.0.1 (OpenAI's chat, files
+and batches endpoints): the same estimate and the same labels as the local engine, the dry
+run's embedding stage kept for the real run, and a rerun that asks nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from onet_llm.cli import app
+from onet_llm.engine import ray_engine
+from onet_llm.store import Store
+from tests.engine.test_ray_engine import example_rows, local_ray  # noqa: F401 (a fixture)
+from tests.rerank.batch_server import BatchServer
+from tests.rerank.test_batch import batch_environment  # noqa: F401 (autouse: the batch env)
+
+pytest.importorskip("ray")
+runner = CliRunner()
+CODES = [f"onet_code_{k}" for k in (1, 2)]
+
+
+def label(*args: str):
+    return runner.invoke(app, ["label", *args], catch_exceptions=False)
+
+
+def postings(tmp_path: Path, copies: int) -> Path:
+    """The example postings, every seventh one marked so the LLM reorders its shortlist (its
+    labels then differ from the embedding ranking's)."""
+    rows = example_rows(copies)
+    rows.loc[::7, "title"] = rows.loc[::7, "title"] + " [[fault:second]]"
+    path = tmp_path / "postings.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def lines(output: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.strip()]
+
+
+def no_encoding(*args, **kwargs):
+    raise AssertionError("the embedding stage was run again on Ray")
+
+
+def test_the_ray_dry_run_prices_as_the_local_one_and_the_real_run_starts_from_its_shortlists(
+    local_ray,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    path = postings(tmp_path, 5)  # 100 rows
+    local_store = str(tmp_path / "local.duckdb")
+    with BatchServer() as server:
+        llm = ["--llm", "--base-url", server.base_url, "--shortlist-size", "5", "--top-k", "2"]
+        ray = ["--engine", "ray", "--shard-rows", "40", "-o", str(tmp_path / "ray.csv"),
+               "--work-dir", str(tmp_path / "work")]  # fmt: skip
+        local_dry = label(str(path), "--dry-run", "--store", local_store, *llm)
+        assert local_dry.exit_code == 0, local_dry.output
+        ray_dry = label(str(path), "--dry-run", *ray, *llm)
+        assert ray_dry.exit_code == 0, ray_dry.output
+        assert server.http_requests == 0  # no LLM request, no batch
+        assert not (tmp_path / "ray.csv").exists()
+        assert len(list((tmp_path / "work").glob("*/plan.json"))) == 1  # the shards are kept
+        estimate = lines(local_dry.output)
+        assert "requests to send: 100" in estimate and len(estimate) == 8
+        assert [line for line in lines(ray_dry.output) if line in estimate] == estimate
+        assert "the embedding stage ran on Ray and is kept: run " in ray_dry.output
+        with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+            (embedded,) = store.runs().itertuples()
+            assert (embedded.status, embedded.rows_done) == ("done", 100)
+            assert store.finished_shards(embedded.run_id) == {0, 1, 2}
+
+        monkeypatch.setattr(ray_engine, "shard_dataset", no_encoding)
+        real = label(str(path), *ray, *llm)
+        assert real.exit_code == 0, real.output
+        assert server.routes["POST /chat/completions"] == 100
+        assert not list((tmp_path / "work").glob("*/plan.json"))  # removed once labelled
+        local = label(str(path), "-o", str(tmp_path / "local.csv"), "--store", local_store, *llm)
+        assert local.exit_code == 0, local.output
+        assert server.routes["POST /chat/completions"] == 200  # its own store: asked again
+    with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+        runs = store.runs()
+        assert store.finished_shards(embedded.run_id) == {0, 1, 2}  # nothing encoded again
+    assert list(runs["status"]) == ["done", "done"] and list(runs["rows_done"]) == [100, 100]
+    got, expected = (pd.read_csv(tmp_path / name) for name in ("ray.csv", "local.csv"))
+    assert got[["id", *CODES, "source"]].equals(expected[["id", *CODES, "source"]])
+    assert set(got["source"]) == {"llm"}
+    reordered = got["title"].str.contains("fault:second")  # the LLM's own answer reached them
+    assert reordered.sum() == 15 and set(got.loc[reordered, "rationale_1"]) == {"closest duties"}
+
+
+def test_batch_mode_through_ray_gives_the_local_labels_and_a_rerun_asks_nothing(
+    local_ray,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    path = postings(tmp_path, 2)  # 40 rows
+    with BatchServer() as server:
+        batch = ["--llm", "--base-url", server.base_url, "--llm-mode", "batch",
+                 "--shortlist-size", "5", "--top-k", "2"]  # fmt: skip
+        ray = ["--engine", "ray", "--shard-rows", "16", "-o", str(tmp_path / "ray.csv"),
+               "--work-dir", str(tmp_path / "work")]  # fmt: skip
+        first = label(str(path), *ray, *batch)
+        assert first.exit_code == 0, first.output
+        assert (server.uploads, server.creations) == (1, 1)
+        assert server.routes["POST /chat/completions"] == 0  # every answer came by batch
+        asked = server.http_requests
+
+        with monkeypatch.context() as patched:
+            patched.setattr(ray_engine, "shard_dataset", no_encoding)
+            again = label(str(path), *ray, *batch)
+        assert again.exit_code == 0, again.output
+        assert server.http_requests == asked  # a rerun pays 0: every answer is in the cache
+
+        local_store = str(tmp_path / "local.duckdb")
+        local = label(str(path), "-o", str(tmp_path / "local.csv"), "--store", local_store, *batch)
+        assert local.exit_code == 0, local.output
+        assert (server.uploads, server.creations) == (2, 2)  # its own store: its own batch
+    with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+        calls = store.calls()
+        runs = store.runs()
+    assert set(calls["mode"]) == {"batch"} and set(calls["status"]) == {"ok"}
+    assert len(runs) == 3 and set(runs["status"]) == {"done"}  # embedding, batch run, rerun
+    columns = ["id", *CODES, "source", "rationale_1"]
+    got, expected = (pd.read_csv(tmp_path / name) for name in ("ray.csv", "local.csv"))
+    assert got[columns].equals(expected[columns])
+    assert set(got["source"]) == {"llm"}

@@ -280,7 +280,7 @@ def label_with_ray(
     )
     embedded = None
     if reranker is not None and job.embedding_key != job.key:
-        found = last_run(store, job.embedding_key)
+        found = store.latest_run(job.embedding_key)
         embedded = found.run_id if found else None
     with finishing(store, run):
         if before_shards is not None:
@@ -310,7 +310,7 @@ def embed_on_ray(
     but with no output written (the LLM stage's run writes it). Its rows stay in the store and
     its shards in the work folder, for the LLM stage (`label_with_ray`) to start from: the dry
     run and batch mode need every shortlist before the LLM stage starts."""
-    previous = last_run(store, job.embedding_key)
+    previous = store.latest_run(job.embedding_key)
     if previous is not None and previous.status == "done":
         if on_progress:
             on_progress(job.plan.total_rows, job.plan.total_rows)
@@ -322,18 +322,6 @@ def embed_on_ray(
     with finishing(store, run):
         label_shards(labeler, store, run.run_id, job.plan, options, ray_options, on_progress, None)
     return run
-
-
-def last_run(store: Store, key: str) -> RunRecord | None:
-    """The latest run with this key, whatever its status (its committed shards are whole)."""
-    runs = store.runs()
-    runs = runs[runs["run_key"] == key]
-    if runs.empty:
-        return None
-    last = runs.iloc[-1]
-    return RunRecord(
-        last["run_id"], key, last["status"], int(last["rows_done"]), last["output_path"]
-    )
 
 
 @contextmanager

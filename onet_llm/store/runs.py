@@ -115,6 +115,16 @@ class RunTables(Database):
         self.db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [row[0]])
         return RunRecord(row[0], row[1], "running", row[3], row[4])
 
+    def latest_run(self, run_key: str) -> RunRecord | None:
+        """The latest run of this job, whatever its status (its committed shards are whole);
+        unlike `find_unfinished_run`, nothing is marked."""
+        row = self.db.execute(
+            "SELECT run_id, run_key, status, rows_done, output_path FROM runs "
+            "WHERE run_key = ? ORDER BY started_at DESC LIMIT 1",
+            [run_key],
+        ).fetchone()
+        return None if row is None else RunRecord(row[0], row[1], row[2], int(row[3]), row[4])
+
     def rows_committed(self, run_id: str) -> int:
         row = self.db.execute("SELECT rows_done FROM runs WHERE run_id = ?", [run_id]).fetchone()
         return int(row[0]) if row else 0

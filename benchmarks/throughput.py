@@ -1,7 +1,7 @@
 """Throughput, memory and accuracy of the embedding stage per encoder backend, in one run.
 
     python benchmarks/throughput.py [--backends torch,onnx,onnx-int8] [--titles 3000]
-        [--rows 2000] [--repeats 3] [--batch-sizes 64] [--threads-list 0]
+        [--rows 2000] [--repeats 3] [--batch-sizes 32] [--threads-list 0]
         [--orders sorted] [--accuracy/--no-accuracy]
 
 Every measurement runs in a child process of its own (so that each has its own peak RSS and
@@ -186,7 +186,7 @@ def child(
     args: argparse.Namespace,
     worker: str,
     backend: str,
-    batch_size: int = 64,
+    batch_size: int = 32,
     threads: int = 0,
     order: str = "sorted",
 ) -> dict:
@@ -273,13 +273,13 @@ def main() -> None:
     parser.add_argument("--titles", type=int, default=3000)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="64")
+    parser.add_argument("--batch-sizes", default="32")
     parser.add_argument("--threads-list", default="0", help="0: the library's default")
     parser.add_argument("--orders", default="sorted", help="sorted,input")
     parser.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--worker", choices=("prepare", "speed", "accuracy"))
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--order", choices=("sorted", "input"), default="sorted")
     args = parser.parse_args()

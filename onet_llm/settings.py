@@ -15,6 +15,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from onet_llm.errors import InputError
+from onet_llm.shortlist.encoder import DEFAULT_BATCH_SIZE
 
 DEFAULT_HOME = Path("~/.cache/onet-llm")
 
@@ -72,7 +73,7 @@ class Settings:
     embedding_model: str = "default"
     encoder_backend: str = "torch"  # torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py)
     encoder_threads: int = 0  # compute threads of the encoder; 0: one per core
-    encoder_batch_size: int = 64  # texts per forward pass
+    encoder_batch_size: int = DEFAULT_BATCH_SIZE  # texts per forward pass
     store_path: Path | None = None
     # -- LLM rerank (issue 6); see .env.example for what each one does ----------------------
     # The key is excluded from repr and from `llm_fingerprint()`: it never reaches the store.

@@ -17,6 +17,12 @@ import numpy as np
 
 from onet_llm.errors import ModelError
 
+# Texts per forward pass. 32, not 64: on 2 idle cores (benchmarks/throughput.py, medians of 3)
+# postings went from 116 to 125/s on torch and from 171 to 197/s on int8, titles from 721 to
+# 690/s on torch and unchanged on int8, with less memory: a 64-posting batch's activations
+# overflow the cache.
+DEFAULT_BATCH_SIZE = 32
+
 # Never let sentence-transformers or transformers reach for a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -126,7 +132,7 @@ class Encoder:
     def __init__(
         self,
         model: str = "default",
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         light: bool = True,
         backend: str = "torch",
         export_cache_dir: Path | None = None,

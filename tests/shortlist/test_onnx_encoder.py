@@ -114,6 +114,37 @@ def test_the_export_is_cached_by_fingerprint_and_backend(export_home: Path):
     assert sorted(leftovers) == sorted(p.parent.name for p in files.values())  # no scratch
 
 
+def test_int8_keeps_only_the_first_ffn_output_projection_in_fp32(export_home: Path):
+    """The real export: 36 MatMuls with a weight, 35 quantised; the one left in fp32 is layer
+    0's FFN output (its GELU input has the widest range; chosen on validation, eval/int8.md)."""
+    import onnx
+
+    fingerprint = Encoder("default").fingerprint
+    folder = export_folder(export_home / "index", fingerprint, "onnx-int8")
+    graph = onnx.load(str(folder / MODEL_FILE)).graph
+    weights = {tensor.name for tensor in graph.initializer}
+    float_matmuls = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and any(name in weights for name in node.input)
+    ]
+    assert float_matmuls == ["/model/encoder/layer.0/output/dense/MatMul"]
+    assert sum(node.op_type == "MatMulInteger" for node in graph.node) == 35
+
+
+def test_fp32_matmuls_picks_the_lowest_layer_by_number_not_by_text():
+    from onet_llm.shortlist.onnx import fp32_matmuls
+
+    names = [
+        "/model/encoder/layer.10/output/dense/MatMul",
+        "/model/encoder/layer.2/attention/output/dense/MatMul",
+        "/model/encoder/layer.2/output/dense/MatMul",
+        "/model/encoder/layer.2/intermediate/dense/MatMul",
+    ]
+    assert fp32_matmuls(names) == ["/model/encoder/layer.2/output/dense/MatMul"]
+    assert fp32_matmuls(["/model/pooler/dense/MatMul"]) == []
+
+
 def test_an_int8_encoder_builds_indexes_with_exact_vectors(export_home: Path):
     int8 = Encoder("default", backend="onnx-int8", export_cache_dir=export_home / "index")
     exact = int8.exact()

@@ -26,6 +26,7 @@ def label_on_ray(
     strict: bool,
 ) -> None:
     """Label on Ray and print what the run did, as the local engine does."""
+    from onet_llm.cli.common import console
     from onet_llm.cli.label import (
         open_infer_stages,
         open_reranker,
@@ -60,6 +61,11 @@ def label_on_ray(
             if dry_run or batch:  # before the embedding stage, which they need whole
                 check_plannable(reranker, "--dry-run" if dry_run else "--llm-mode batch")
         job = plan_job(spec, output, options, fingerprint, index_key, ray_options, settings.home)
+        if job.removed_stale:
+            console.print(
+                f"removed {job.removed_stale} work folder(s) of earlier jobs whose input changed "
+                "since (such a job cannot resume)"
+            )
         before_shards = None
         if dry_run or batch:
             embedded = run_embedding_stage(labeler, index_key, run_store, job, options, ray_options)

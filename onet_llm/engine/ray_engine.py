@@ -47,6 +47,7 @@ from onet_llm.engine.shards import (
     remote_uri,
     shown_uri,
     split_into_shards,
+    stale_work_folders,
     worker_options,
 )
 from onet_llm.errors import InputError, Interrupted, OnetLLMError
@@ -226,6 +227,7 @@ class RayJob:
     key: str
     embedding_fingerprint: dict
     embedding_key: str
+    removed_stale: int = 0  # work folders of jobs whose input changed, removed when planning
 
 
 def plan_job(
@@ -252,10 +254,16 @@ def plan_job(
     key = ray_run_key(files, output, fingerprint)
     embedding_key = key if embedding == fingerprint else ray_run_key(files, output, embedding)
     work = (ray_options.work_dir or home / "ray") / embedding_key
+    stale = stale_work_folders(work.parent, work)
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
     plan = split_into_shards(files, work, options, ray_options.shard_rows)
     remote = remote_uri(spec)
     input_name = shown_uri(remote) if remote else spec
-    return RayJob(files, output, input_name, plan, work, fingerprint, key, embedding, embedding_key)
+    return RayJob(
+        files, output, input_name, plan, work, fingerprint, key, embedding, embedding_key,
+        len(stale),
+    )  # fmt: skip
 
 
 def label_with_ray(

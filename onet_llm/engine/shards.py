@@ -25,7 +25,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
@@ -81,6 +81,9 @@ class ShardPlan:
     shards: list[Shard]
     total_rows: int
     inputs: list[str]
+    # `files_fingerprint` of the inputs when they were split: a plan whose local inputs no
+    # longer match belongs to a job that can never resume (`stale_work_folders`).
+    input_fingerprint: list[list] = field(default_factory=list)
 
     @property
     def by_index(self) -> dict[int, Shard]:
@@ -294,7 +297,42 @@ def load_plan(folder: Path) -> ShardPlan | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return ShardPlan([Shard(**s) for s in data["shards"]], data["total_rows"], data["inputs"])
+    shards = [Shard(**s) for s in data["shards"]]
+    return ShardPlan(shards, data["total_rows"], data["inputs"], data.get("input_fingerprint", []))
+
+
+def fingerprint_now(recorded: list[list]) -> list[list] | None:
+    """`files_fingerprint` of the local files a recorded fingerprint names (by their resolved
+    paths, so the folder a command runs from does not matter), as they are now; None when one
+    is gone."""
+    try:
+        return files_fingerprint([Path(entry[0]) for entry in recorded])
+    except OSError:
+        return None
+
+
+def stale_work_folders(root: Path, keep: Path) -> list[Path]:
+    """The work folders under `root`, other than `keep`, of jobs whose local input changed or
+    went away after their split. Such a job can never resume: its identity, and so its folder
+    name, includes each input file's size and modification time, and starting it again makes
+    a new folder. Without this its shards (a copy of the whole input) stayed on disk for good.
+    Plans with remote inputs (not cheap to list again) or without a recorded fingerprint
+    (written before it was recorded), and folders whose split never finished, are kept."""
+    if not root.is_dir():
+        return []
+    stale = []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and path != keep):
+        try:
+            plan = load_plan(folder)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a plan this version wrote: leave it alone
+        if plan is None or not plan.input_fingerprint:
+            continue
+        if any(remote_uri(name) for name in plan.inputs):
+            continue
+        if fingerprint_now(plan.input_fingerprint) != plan.input_fingerprint:
+            stale.append(folder)
+    return stale
 
 
 def split_into_shards(
@@ -325,7 +363,9 @@ def split_into_shards(
                 writer.add(canonical_rows(chunk, first_row, file_options))
         if file_options is None:
             raise InputError(f"{file}: no rows to label")
-    plan = writer.close([str(f) for f in files])
+    plan = replace(
+        writer.close([str(f) for f in files]), input_fingerprint=files_fingerprint(files)
+    )
     (folder / "plan.json.tmp").write_text(json.dumps({**asdict(plan)}, indent=1))
     (folder / "plan.json.tmp").replace(folder / "plan.json")
     return plan

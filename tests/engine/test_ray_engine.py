@@ -19,7 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from onet_llm.cli import app
-from onet_llm.engine.shards import input_files, load_plan, split_into_shards
+from onet_llm.engine.ray_engine import RayOptions, plan_job
+from onet_llm.engine.shards import (
+    input_files,
+    load_plan,
+    split_into_shards,
+    stale_work_folders,
+)
 from onet_llm.errors import InputError
 from onet_llm.postings import LabelOptions
 from tests.conftest import REPO
@@ -96,6 +102,37 @@ def test_a_bad_row_or_a_duplicate_id_in_the_second_file_names_the_file(tmp_path:
     rows.iloc[:3].to_csv(tmp_path / "b.csv", index=False)  # ids of a.csv again
     with pytest.raises(InputError, match="b.csv: row 11: id .* is already used by row 1"):
         split_into_shards(files, tmp_path / "work", LabelOptions(), shard_rows=8)
+
+
+def test_work_folders_of_jobs_whose_input_changed_are_removed_when_a_job_is_planned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A job whose input changed can never resume (its key holds each file's size and mtime):
+    its shards go when the next job is planned. Other jobs' folders stay, and so do a split
+    that never finished and a plan whose input is only named relative to another folder."""
+    rows = example_rows(1)
+    (tmp_path / "in").mkdir()
+    changed, unchanged, deleted = (tmp_path / "in" / f"{n}.csv" for n in ("a", "b", "c"))
+    for path in (changed, unchanged, deleted):
+        rows.iloc[:12].to_csv(path, index=False)
+    root = tmp_path / "work"
+    monkeypatch.chdir(tmp_path / "in")  # plans name their inputs as given: relative here
+    for path in (changed, unchanged, deleted):
+        split_into_shards(input_files(path.name), root / path.stem, LabelOptions(), 8)
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "shard-00000.parquet").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)  # another folder: relative names no longer resolve here
+    assert stale_work_folders(root, keep=root / "a") == []
+    rows.iloc[:13].to_csv(changed, index=False)
+    deleted.unlink()
+    assert stale_work_folders(root, keep=root / "b") == [root / "a", root / "c"]
+
+    job = plan_job(
+        str(unchanged), None, LabelOptions(), {}, "index", RayOptions(work_dir=root), tmp_path
+    )
+    assert job.removed_stale == 2
+    assert sorted(p.name for p in root.iterdir()) == sorted(["b", "unfinished", job.work.name])
+    assert job.plan.total_rows == 12 and load_plan(job.work) == job.plan
 
 
 def test_inputs_that_hold_nothing_to_label_are_refused(tmp_path: Path):

@@ -107,7 +107,7 @@ class Settings:
     llm_stages: str = "rerank"  # rerank | infer,rerank
     infer_prompt_version: str = "infer_v1"
     infer_examples: int = 3  # nearest O*NET titles shown in the infer prompt
-    fusion: str = "rrf"  # rrf | union
+    fusion: str = "reserve"  # reserve | rrf | union (rerank/fusion.py)
     # -- LLM cost at scale (issue 19) --------------------------------------------------------
     llm_mode: str = "sync"  # sync | batch (OpenAI's Batch API: half price, within 24 h)
     batch_poll_s: float = 30.0  # seconds between status checks of a running batch
@@ -211,7 +211,7 @@ _CHOICES = {
     "candidate_order": ("embedding", "shuffle"),
     "structured_output": ("auto", "json_schema", "json_object"),
     "llm_stages": ("rerank", "infer,rerank"),
-    "fusion": ("rrf", "union"),
+    "fusion": ("reserve", "rrf", "union"),
     "llm_mode": ("sync", "batch"),
 }
 

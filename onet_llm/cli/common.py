@@ -75,7 +75,8 @@ LlmStagesOption = Annotated[
     ),
 ]
 FusionOption = Annotated[
-    str | None, typer.Option("--fusion", help="rrf | union: how inferred shortlists are fused.")
+    str | None,
+    typer.Option("--fusion", help="reserve | rrf | union: how inferred shortlists are fused."),
 ]
 InferExamplesOption = Annotated[
     int | None,

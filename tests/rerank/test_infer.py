@@ -57,6 +57,23 @@ def test_fusion_keeps_the_length_and_yields_only_codes_of_the_searched_lists(met
     assert by_code[own[5].onet_code].score == 0.9  # a code keeps its best cosine
 
 
+def test_reserve_fusion_keeps_the_own_head_and_adds_new_codes_rank_by_rank():
+    own = [Candidate(f"15-12{i:02d}.00", "own", 0.8 - 0.01 * i) for i in range(20)]
+    first = [Candidate(own[0].onet_code, "own", 0.99), Candidate(NURSE, "nurse", 0.7)]
+    second = [Candidate("29-1171.00", "np", 0.6), Candidate("29-1122.00", "ot", 0.5)]
+    third = [Candidate(own[18].onet_code, "own", 0.9)]  # in the own tail: taken up, not lost
+    fused = fuse(own, [first, second, third], "reserve")
+    codes = [c.onet_code for c in fused]
+    assert codes[:17] == [c.onet_code for c in own[:17]]  # top-1 to top-17 never move
+    # Rank 1 of each list first (own[18] is new to the head), then rank 2: NURSE.
+    assert codes[17:] == ["29-1171.00", own[18].onet_code, NURSE]
+    assert fused[0].score == 0.99  # a code keeps its best cosine
+    assert fuse(own, [[Candidate(c.onet_code, "own", 0.1) for c in own]], "reserve") == own
+    assert [c.onet_code for c in fuse(own[:2], [second], "reserve")] == [
+        "29-1171.00", "29-1122.00",
+    ]  # fmt: skip
+
+
 def test_inferred_titles_add_candidates_the_rerank_then_sees(taxonomy, labeler, tmp_path):
     posting = software_posting()
     # The posting's own shortlist, as the embedding sees it without the server's marker.

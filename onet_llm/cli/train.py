@@ -46,6 +46,14 @@ PostingCapOption = Annotated[
     ),
 ]
 
+PostingRepeatsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--posting-repeats",
+        help="Override the preset's copies of each labelled-posting pair per epoch (10).",
+    ),
+]
+
 
 def train(
     preset: PresetOption = "small",
@@ -58,6 +66,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 42,
     lora_rank: LoraRankOption = None,
     posting_cap: PostingCapOption = None,
+    posting_repeats: PostingRepeatsOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
@@ -74,6 +83,7 @@ def train(
         seed=seed,
         lora_rank=lora_rank,
         posting_cap=posting_cap,
+        posting_repeats=posting_repeats,
     )
     result = run_training(
         options, settings.index_cache_dir, log=lambda line: err_console.print(line)

@@ -129,6 +129,7 @@ class TrainingOptions:
     mining_representation: Representation = MINING_REPRESENTATION
     lora_rank: int | None = None  # train a LoRA adapter of this rank instead of every weight
     posting_cap: int | None = None  # override the preset's cap of posting pairs per occupation
+    posting_repeats: int | None = None  # override the preset's copies of each posting pair
 
 
 @dataclass(frozen=True)

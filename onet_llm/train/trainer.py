@@ -89,6 +89,10 @@ def resolve_preset(options: TrainingOptions) -> Preset:
         if options.posting_cap < 1:
             raise TrainingError("--posting-cap must be a positive integer")
         preset = replace(preset, posting_cap_per_occupation=options.posting_cap)
+    if options.posting_repeats is not None:
+        if options.posting_repeats < 1:
+            raise TrainingError("--posting-repeats must be a positive integer")
+        preset = replace(preset, posting_repeats=options.posting_repeats)
     if options.lora_rank is not None:
         if options.lora_rank < 1:
             raise TrainingError("--lora-rank must be a positive integer")

@@ -91,6 +91,25 @@ def test_the_posting_cap_can_be_raised_and_a_bad_one_is_refused(taxonomy):
     assert result.exit_code == 1 and "--posting-cap must be a positive integer" in result.output
 
 
+def test_posting_repeats_can_be_raised_and_a_bad_count_is_refused(taxonomy):
+    """`--posting-cap 1000 --posting-repeats 20`: the issue-13 mix that wins back the dev ads
+    (eval/taxonomy.md); twice the repeats, twice each posting's copies."""
+    from onet_llm.train.trainer import build_training_pairs, load_training_postings, resolve_preset
+
+    postings, _, _ = load_training_postings([], taxonomy, 42)
+    held_out = held_out_reported_titles(taxonomy)
+    counts = {}
+    for repeats in (10, 20):
+        options = TrainingOptions(preset="taxonomy", posting_cap=1000, posting_repeats=repeats)
+        preset = resolve_preset(options)
+        assert preset.posting_repeats == repeats
+        pairs = build_training_pairs(options, preset, taxonomy, postings, held_out)
+        counts[repeats] = sum(pair.source == "posting_body" for pair in pairs)
+    assert counts[20] == 2 * counts[10] > 0
+    result = CliRunner().invoke(app, ["train", "--preset", "taxonomy", "--posting-repeats", "0"])
+    assert result.exit_code == 1 and "--posting-repeats must be a positive integer" in result.output
+
+
 def test_test_split_postings_are_never_trained_on():
     ads = dev_ads()
     train_rows, validation_rows = split_postings(ads[["title", "body", "onet_code", "split"]], 1)

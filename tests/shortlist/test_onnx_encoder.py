@@ -143,6 +143,7 @@ def test_fp32_matmuls_picks_the_lowest_layer_by_number_not_by_text():
     ]
     assert fp32_matmuls(names) == ["/model/encoder/layer.2/output/dense/MatMul"]
     assert fp32_matmuls(["/model/pooler/dense/MatMul"]) == []
+    assert fp32_matmuls(["/model/head/output/dense/MatMul"]) == []  # no numbered layer
 
 
 def test_an_int8_encoder_builds_indexes_with_exact_vectors(export_home: Path):

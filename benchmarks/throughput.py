@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from onet_llm.shortlist.encoder import DEFAULT_BATCH_SIZE
+
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ("dev-ads-test", "reported-titles-test")
 
@@ -186,7 +188,7 @@ def child(
     args: argparse.Namespace,
     worker: str,
     backend: str,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int = 0,
     order: str = "sorted",
 ) -> dict:
@@ -273,13 +275,13 @@ def main() -> None:
     parser.add_argument("--titles", type=int, default=3000)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="32")
+    parser.add_argument("--batch-sizes", default=str(DEFAULT_BATCH_SIZE))
     parser.add_argument("--threads-list", default="0", help="0: the library's default")
     parser.add_argument("--orders", default="sorted", help="sorted,input")
     parser.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--worker", choices=("prepare", "speed", "accuracy"))
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--order", choices=("sorted", "input"), default="sorted")
     args = parser.parse_args()

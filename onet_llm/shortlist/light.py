@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onet_llm.shortlist.encoder import DEFAULT_BATCH_SIZE
+
 PLAIN_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -60,7 +62,9 @@ class MeanPoolingModel:
     def get_sentence_embedding_dimension(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def encode(self, texts: list[str], batch_size: int = 64, **_: object) -> np.ndarray:
+    def encode(
+        self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE, **_: object
+    ) -> np.ndarray:
         """Unit vectors, batched by length like sentence-transformers (less padding)."""
         torch = self._torch
         order = np.argsort([-len(text) for text in texts], kind="stable")

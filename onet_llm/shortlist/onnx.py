@@ -34,6 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from onet_llm.errors import ModelError
+from onet_llm.shortlist.encoder import DEFAULT_BATCH_SIZE
 from onet_llm.shortlist.light import max_sequence_length
 
 ENCODER_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
@@ -129,7 +130,8 @@ def fp32_matmuls(node_names: list[str]) -> list[str]:
     numbered = [layer for layer in layers if layer is not None]
     if not numbered:  # another architecture's graph: quantise everything, as export v1 did
         return []
-    return [name for name, layer in zip(ffn_outputs, layers, strict=True) if layer == min(numbered)]
+    first = min(numbered)
+    return [name for name, layer in zip(ffn_outputs, layers, strict=True) if layer == first]
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -245,7 +247,9 @@ class OnnxMeanPoolingModel:
     def get_sentence_embedding_dimension(self) -> int:
         return self.hidden_size
 
-    def encode(self, texts: list[str], batch_size: int = 64, **_: object) -> np.ndarray:
+    def encode(
+        self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE, **_: object
+    ) -> np.ndarray:
         """Unit vectors, batched by length (less padding), mean-pooled over real tokens."""
         order = np.argsort([-len(text) for text in texts], kind="stable")
         vectors = np.zeros((len(texts), self.hidden_size), np.float32)

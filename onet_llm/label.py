@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from onet_llm.errors import Interrupted
+from onet_llm.interrupts import raise_if_interrupted, watching_interrupts
 from onet_llm.output import output_records
 from onet_llm.postings import (
     DuplicateIds,
@@ -207,10 +208,12 @@ def label_file(
     key = run_key(path, output_path, fingerprint)
     run = find_or_start_run(store, key, str(path), output_path, fingerprint, labeler, index_key)
     try:
-        if before_chunks is not None:
-            before_chunks(run, opened)
-        rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
-        sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
+        with watching_interrupts():
+            if before_chunks is not None:
+                before_chunks(run, opened)
+            rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
+            raise_if_interrupted()
+            sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
     except KeyboardInterrupt:
         store.finish_run(run.run_id, "interrupted")
         committed = store.rows_committed(run.run_id)
@@ -300,6 +303,7 @@ def label_chunks(
         if reranker is not None:
             progress = _row_progress(on_progress, first_row - 1, total)
             rows = rerank_rows(rows, reranker, options.top_k, run.run_id, progress)
+        raise_if_interrupted()  # a Ctrl-C swallowed mid-chunk: stop before committing it
         store.append_rows(run.run_id, rows)
         store.release()
         if on_progress:

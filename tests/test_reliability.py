@@ -18,8 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from onet_llm.cli import app
+from onet_llm.label import Labeler
 from onet_llm.settings import ENVIRONMENT_VARIABLES
 from tests.rerank.fault_server import FaultServer
+from tests.test_interrupts import swallow_an_interrupt
 
 runner = CliRunner()
 SECRET = "sk-test-DO-NOT-STORE-4242"
@@ -314,4 +316,29 @@ def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(tmp_path: Pat
         again = subprocess.run(command, capture_output=True, text=True, env=environment)
         assert again.returncode == 0, again.stderr
         assert "resumed after row 2" in again.stdout
+    assert len(pd.read_csv(output)) == 6
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_run_before_its_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    postings = postings_file(tmp_path, [f"Nurse {i}" for i in range(6)])
+    output = tmp_path / "out.csv"
+    real_label_chunk, interrupted = Labeler.label_chunk, []
+
+    def label_chunk(self, chunk, first_row, options):
+        rows = real_label_chunk(self, chunk, first_row, options)
+        if first_row == 3 and not interrupted:  # SIGINT inside a finaliser: Python ignores it
+            interrupted.append(first_row)
+            swallow_an_interrupt()
+        return rows
+
+    monkeypatch.setattr(Labeler, "label_chunk", label_chunk)
+    stopped = label(str(postings), "-o", str(output), "--chunk-size", "2")
+    assert stopped.exit_code == 130, stopped.output
+    assert "interrupted: 2 rows are committed" in stopped.output and not output.exists()
+    again = label(str(postings), "-o", str(output), "--chunk-size", "2")
+    assert again.exit_code == 0, again.output
+    assert "resumed after row 2" in again.output
     assert len(pd.read_csv(output)) == 6

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from onet_llm.interrupts import raise_if_interrupted
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -28,6 +30,7 @@ def run_workers(
     def guarded(item: Item) -> Result | None:
         if stop.is_set():
             return None
+        raise_if_interrupted()  # no new request after a Ctrl-C, even one that was swallowed
         try:
             result = work(item)
         except Exception:

@@ -29,7 +29,8 @@ DataOption = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="'dev-ads-test' (default; 32 occupations), 'reported-titles-test', "
+        help="'dev-ads-test' (default; 32 occupations), 'dev-ads-validation', "
+        "'reported-titles-test', "
         "'reported-titles-validation', 'titles-as-written-test', "
         "'titles-as-written-validation' (all occupations, held out), or a CSV/Parquet/JSONL "
         "file with title, gold onet_code and optional body, id, split columns.",

@@ -172,6 +172,8 @@ def test_shipped_datasets_carry_provenance_and_held_out_titles_leave_the_index(t
     ads = load_dataset("dev-ads-test", taxonomy)
     assert len(ads.frame) == 185 and not ads.excluded_titles
     assert "never used for training or model selection" in ads.description
+    choices = load_dataset("dev-ads-validation", taxonomy)  # the 95 ads choices are made on
+    assert len(choices.frame) == 95 and not set(choices.frame["id"]) & set(ads.frame["id"])
     titles = load_dataset("reported-titles-test", taxonomy, sample=20, seed=1)
     assert len(titles.frame) == 20 and titles.sample == 20
     # The whole held-out split leaves the index, so every sample shares one cached index.

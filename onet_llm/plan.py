@@ -63,7 +63,7 @@ def requests_for_rows(
             continue
         request = reranker.render(row.posting, row.shortlist or [], top_k)
         cached = reranker.store.cached_call(request.call_key)
-        yield row.row_number, request, cached is not None and bool(cached["response_parsed"])
+        yield row.row_number, request, cached is not None
 
 
 def estimate_run(labeler: Labeler, reranker: Reranker, opened: LabelInput) -> DryRun:

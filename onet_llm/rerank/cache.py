@@ -11,15 +11,36 @@ import hashlib
 import json
 from typing import Any, Protocol
 
+from onet_llm.rerank.client import NOT_A_COMPLETION
+
+OK, INVALID, ERROR = "ok", "invalid", "error"  # how a call ended; a rerun serves ok and invalid
+
 
 class CallCache(Protocol):
     def cached_call(self, call_key: str) -> dict | None:
-        """The validated answer (`response_parsed`) and usage of an earlier ok call, or None."""
+        """An earlier call served in place of asking, or None: its `status` (ok or invalid),
+        `error`, the validated answer (`response_parsed`, None when invalid) and usage."""
         ...
 
     def record_call(self, call: dict, run_id: str | None, cached: bool) -> None:
         """Log a request (and, unless `cached`, store the call)."""
         ...
+
+
+def call_status(answered: bool, reply: str | None, error: str | None) -> str:
+    """How an asked call ended, which decides whether a rerun asks it again.
+
+    `invalid`: the model replied, and every reply failed validation (a code off the list, cut
+    off at the token limit, empty). At the same model, prompt and parameters the same request
+    buys the same reply, so it is cached like an answer: the row falls back again, at no cost.
+    `error`: no reply (time-out, 5xx, a refusal, the budget, a response without a message or
+    that is not a chat completion): asked again on the next run, when the cause may be gone."""
+    if answered:
+        return OK
+    error = error or ""
+    if reply is not None and error.startswith("invalid ") and NOT_A_COMPLETION not in error:
+        return INVALID
+    return ERROR
 
 
 def call_key(

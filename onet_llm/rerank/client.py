@@ -102,6 +102,11 @@ def describe_failure(error: BaseException, timeout_s: float) -> str:
     return one_line(error)
 
 
+# A 200 whose body is no chat completion (a proxy's page, a base URL that is not an API): a
+# fault of the server, not a reply of the model, so it is never cached (cache.call_status).
+NOT_A_COMPLETION = "the server's response was not a JSON chat completion"
+
+
 @dataclass(frozen=True)
 class Completion:
     """One reply: its text, the client-parsed answer (json_schema modes) and a problem found
@@ -217,9 +222,7 @@ class OpenAIClient:
                     raise ValueError("not an object")
             except ValueError:
                 text = self.redact(raw.http_response.text[:500])
-                return Completion(
-                    text, None, "the server's response was not a JSON chat completion"
-                )
+                return Completion(text, None, NOT_A_COMPLETION)
             tokens_in = token_count(body.get("usage"), "prompt_tokens")
             tokens_out = token_count(body.get("usage"), "completion_tokens")
             cached = cached_token_count(body.get("usage"))

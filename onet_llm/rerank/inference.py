@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from onet_llm.errors import BudgetError
 from onet_llm.rerank.answers import ValidationProblem, _strip_fences
-from onet_llm.rerank.cache import CallCache, call_key, call_record
+from onet_llm.rerank.cache import INVALID, CallCache, call_key, call_record, call_status
 from onet_llm.rerank.client import CompletionError, LLMClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.prompt import PromptTemplate, fence_safe, trim_body
@@ -223,11 +223,13 @@ class Inferrer:
         started = time.perf_counter()
         request = self.render(posting, examples)
         hit = self.store.cached_call(request.call_key)
-        if hit is not None and hit["response_parsed"] is not None:
-            self.store.record_call({**request.call, "status": "ok"}, run_id, cached=True)
+        if hit is not None:  # an answer, or a cached invalid reply: the same fallback again
+            self.store.record_call({**request.call, "status": hit["status"]}, run_id, cached=True)
+            invalid = hit["status"] == INVALID
             return InferResult(
-                Inference.from_record(hit["response_parsed"]),
-                "llm",
+                None if invalid else Inference.from_record(hit["response_parsed"]),
+                "fallback" if invalid else "llm",
+                error=hit["error"] if invalid else None,
                 call_key=request.call_key,
                 cached=True,
                 latency_s=time.perf_counter() - started,
@@ -235,7 +237,7 @@ class Inferrer:
             )
         usage = Usage()
         inference, conversation, content, error = self.ask(request, usage, run_id, started)
-        status = "ok" if inference is not None else "error"
+        status = call_status(inference is not None, content, error)
         cost = self.record(
             request, conversation, content, inference, usage, started, status, error, run_id
         )

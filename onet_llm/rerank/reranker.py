@@ -52,7 +52,7 @@ from onet_llm.rerank.answers import (
     map_answer,
     parse_answer,
 )
-from onet_llm.rerank.cache import CallCache, call_key, call_record
+from onet_llm.rerank.cache import INVALID, CallCache, call_key, call_record, call_status
 from onet_llm.rerank.client import CompletionError, LLMClient, OpenAIClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.guard import REQUEST_FAILED, EndpointGuard
@@ -186,7 +186,7 @@ class Reranker:
             return hit
         usage = Usage()
         answer, conversation, content, error = self.ask(request, usage, run_id, started)
-        status = "ok" if answer is not None else "error"
+        status = call_status(answer is not None, content, error)
         cost = self._record(
             request, conversation, content, answer, usage, started, status, error, run_id
         )
@@ -220,22 +220,25 @@ class Reranker:
         started: float,
     ) -> RerankResult | None:
         """The result served from the cache (logged as a cache hit), or None on a miss. A
-        batch's answers reach the rows this way too: they are stored under the same key."""
+        batch's answers reach the rows this way too: they are stored under the same key. A
+        cached invalid reply gives the same fallback (and error) as when it was asked."""
         hit = self.store.cached_call(request.call_key)
-        if hit is None or hit["response_parsed"] is None:
+        if hit is None:
             return None
-        self.store.record_call({**request.call, "status": "ok"}, run_id, cached=True)
+        self.store.record_call({**request.call, "status": hit["status"]}, run_id, cached=True)
+        served = {
+            "call_key": request.call_key,
+            "cached": True,
+            "cost_usd": 0.0,
+            "latency_s": time.perf_counter() - started,
+            "first_call": {key: hit[key] for key in ("tokens_in", "tokens_out", "latency_s")},
+        }
+        if hit["status"] == INVALID:
+            labels = fallback_labels(shortlist, top_k)
+            return RerankResult(labels=labels, source="fallback", error=hit["error"], **served)
         answer = Answer.from_record(hit["response_parsed"])
-        return RerankResult(
-            labels=labels_from_answer(answer, shortlist, top_k),
-            source="llm",
-            call_key=request.call_key,
-            cached=True,
-            cost_usd=0.0,
-            latency_s=time.perf_counter() - started,
-            answer=answer,
-            first_call={key: hit[key] for key in ("tokens_in", "tokens_out", "latency_s")},
-        )
+        labels = labels_from_answer(answer, shortlist, top_k)
+        return RerankResult(labels=labels, source="llm", answer=answer, **served)
 
     def render(self, posting: Posting, shortlist: list[Candidate], top_k: int) -> Request:
         """The messages, parameters and cache key of one posting's request."""

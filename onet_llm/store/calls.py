@@ -112,12 +112,14 @@ def write_call(cursor, call: dict, run_id: str | None, cached: bool) -> None:
 
 class CallTables(Database):
     def cached_call(self, call_key: str) -> dict | None:
-        """A validated earlier answer to the same request, or None. Failed calls are kept for
-        the audit trail but never served."""
+        """An earlier call to serve in place of asking again, or None: a validated answer
+        (status 'ok') or a reply that failed validation ('invalid', which the row falls back
+        from again). Calls that got no usable reply ('error') are kept for the audit trail but
+        never served: the next run asks again."""
         with self.cursor() as cursor:
             row = cursor.execute(
-                "SELECT call_key, response_parsed, tokens_in, tokens_out, cost_usd, latency_s "
-                "FROM calls WHERE call_key = ? AND status = 'ok'",
+                "SELECT call_key, response_parsed, tokens_in, tokens_out, cost_usd, latency_s, "
+                "status, error FROM calls WHERE call_key = ? AND status IN ('ok', 'invalid')",
                 [call_key],
             ).fetchone()
         if row is None:
@@ -129,6 +131,8 @@ class CallTables(Database):
             "tokens_out": row[3],
             "cost_usd": row[4],
             "latency_s": row[5],
+            "status": row[6],
+            "error": row[7],
         }
 
     def record_call(self, call: dict, run_id: str | None, cached: bool) -> None:

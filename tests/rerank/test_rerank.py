@@ -131,11 +131,16 @@ def test_every_fault_ends_labelled_or_fallen_back_with_the_retries_it_implies(
     assert second[2].rationale is None  # filled from the embedding ranking, not chosen
     # Structured output went out as a json_schema response_format.
     assert all(b["response_format"]["type"] == "json_schema" for b in bodies)
-    # The store: one call per posting (errors kept for the audit), one log entry each.
+    # The store: one call per posting (failures kept for the audit), one log entry each; a
+    # reply that failed validation is 'invalid' (served again), no reply at all 'error'.
     assert len(calls) == len(postings) == len(log)
-    assert sorted(calls["status"]) == sorted(
-        "ok" if FAULTS[f][0] == "llm" else "error" for f in FAULTS
-    )
+    status = dict(zip(calls["call_key"], calls["status"], strict=True))
+    assert {fault: status[by_fault[fault].call_key] for fault in FAULTS} == {
+        fault: {"llm": "ok", "fallback": "error"}[source]
+        if fault not in {"offlist", "injection"}
+        else "invalid"
+        for fault, (source, *_) in FAULTS.items()
+    }
     assert (log["run_id"] == "r1").all()
     # The key was sent to the server but is nowhere in the store.
     assert all(
@@ -152,7 +157,7 @@ def MARKER_OF(body: dict) -> str:  # noqa: N802
     return "injection" if "99-9999" in text else "ok"
 
 
-def test_a_rerun_is_served_from_the_cache_and_failures_are_not(shortlist, taxonomy, tmp_path):
+def test_a_rerun_is_served_from_the_cache_invalid_replies_included(shortlist, taxonomy, tmp_path):
     postings = [Posting(str(i), f"Registered Nurse {i}", "") for i in range(3)]
     postings.append(fault_posting("offlist"))
     with FaultServer() as server, Store(tmp_path / "store.duckdb") as store:
@@ -165,11 +170,17 @@ def test_a_rerun_is_served_from_the_cache_and_failures_are_not(shortlist, taxono
         )
         made = server.total_requests - after_first
         ledger = store.ledger().set_index("run_id")
-    assert after_first == 3 + 3 and made == 3  # only the failed posting is asked again
-    assert [r.cached for r in second] == [True, True, True, False]
-    assert [r.labels for r in second[:3]] == [r.labels for r in first[:3]]
-    assert all(r.cost_usd == 0.0 and r.tokens_in == 0 for r in second[:3])
-    assert ledger.loc["second", "cache_hits"] == 3 and ledger.loc["second", "calls"] == 1
+    # The off-list posting was asked 3 times (2 validation retries) and fell back; the same
+    # request would buy the same reply, so the rerun serves that fallback too: no request.
+    assert after_first == 3 + 3 and made == 0
+    assert all(r.cached for r in second)
+    assert [(r.labels, r.source, r.error) for r in second] == [
+        (r.labels, r.source, r.error) for r in first
+    ]
+    assert second[3].source == "fallback" and second[3].error.startswith("invalid answer")
+    assert all(r.cost_usd == 0.0 and r.tokens_in == 0 for r in second)
+    assert ledger.loc["second", "cache_hits"] == 4 and ledger.loc["second", "calls"] == 0
+    assert ledger.loc["second", "failed"] == 1  # the ledger still counts the fallback
 
 
 def test_servers_without_json_schema_get_json_mode_and_validation(shortlist, taxonomy, tmp_path):

@@ -10,7 +10,8 @@ import pytest
 from onet_llm.errors import BudgetError, LLMError
 from onet_llm.eval.llm_stage import llm_row
 from onet_llm.label import rerank_rows
-from onet_llm.rerank.client import CompletionError
+from onet_llm.rerank.cache import call_status
+from onet_llm.rerank.client import NOT_A_COMPLETION, CompletionError
 from onet_llm.rerank.reranker import Reranker
 from onet_llm.settings import Settings
 from onet_llm.store import Store
@@ -78,7 +79,23 @@ def test_answers_that_stay_unusable_fall_back_to_the_embedding_ranking(store, ta
     assert result.source == "fallback" and "not on the list" in result.error
     assert [label.onet_code for label in result.labels] == CODES[:2]
     assert result.answer is None and result.validation_retries == 2
-    assert list(store.calls()["status"]) == ["error"]
+    assert list(store.calls()["status"]) == ["invalid"]  # the same request buys the same reply
+    again = reranker(store, taxonomy, answer(1)).rerank([POSTING], [shortlist], 2)[0]
+    assert again.cached and (again.source, again.error, again.labels) == (
+        result.source, result.error, result.labels,
+    )  # fmt: skip
+
+
+def test_only_a_reply_of_the_model_that_failed_validation_is_served_again():
+    assert call_status(True, '{"choices": []}', None) == "ok"
+    assert call_status(False, '{"choices": [9]}', "invalid answer: 9 is not on the list") == (
+        "invalid"
+    )
+    assert call_status(False, "", "invalid infer answer: the reply was empty") == "invalid"
+    # No reply of the model: asked again on the next run.
+    assert call_status(False, None, "invalid answer: the response has no choices") == "error"
+    assert call_status(False, "<html>", f"invalid answer: {NOT_A_COMPLETION}") == "error"
+    assert call_status(False, '{"x": 1}', "LLM request failed: HTTP 500") == "error"
 
 
 def test_a_failed_request_falls_back_and_a_misconfiguration_stops(store, taxonomy, shortlist):

@@ -80,7 +80,11 @@ class FusionIndex:
         centroid_weight: float = CENTROID_WEIGHT,
     ) -> None:
         order = np.argsort(positions, kind="stable")
-        self.entry_vectors = np.ascontiguousarray(entry_vectors[order], dtype=np.float32)
+        # Scored as stored (float16, `save`), also by the run that builds the index: it then
+        # ranks exactly as every later run that loads it, so near-ties never swap between the
+        # two and the LLM's prompts (and cache keys) stay the same.
+        stored = entry_vectors[order].astype(np.float16).astype(np.float32)
+        self.entry_vectors = np.ascontiguousarray(stored)
         self.positions = positions[order].astype(np.int64)
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.n_occupations = len(centroids)

@@ -86,18 +86,22 @@ def resolve_preset(options: TrainingOptions) -> Preset:
             raise TrainingError("--batch-size must be at least 2 (in-batch negatives)")
         preset = replace(preset, batch_size=options.batch_size)
     if options.posting_cap is not None:
-        if options.posting_cap < 1:
-            raise TrainingError("--posting-cap must be a positive integer")
-        preset = replace(preset, posting_cap_per_occupation=options.posting_cap)
+        cap = positive_count(options.posting_cap, "--posting-cap")
+        preset = replace(preset, posting_cap_per_occupation=cap)
     if options.posting_repeats is not None:
-        if options.posting_repeats < 1:
-            raise TrainingError("--posting-repeats must be a positive integer")
-        preset = replace(preset, posting_repeats=options.posting_repeats)
+        repeats = positive_count(options.posting_repeats, "--posting-repeats")
+        preset = replace(preset, posting_repeats=repeats)
     if options.lora_rank is not None:
-        if options.lora_rank < 1:
-            raise TrainingError("--lora-rank must be a positive integer")
+        positive_count(options.lora_rank, "--lora-rank")
         preset = replace(preset, learning_rate=preset.learning_rate * LORA_LEARNING_RATE_FACTOR)
     return preset
+
+
+def positive_count(value: int, flag: str) -> int:
+    """`value`, or the one-line error that names the flag when it is below 1."""
+    if value < 1:
+        raise TrainingError(f"{flag} must be a positive integer")
+    return value
 
 
 def add_lora_adapter(model, rank: int) -> None:

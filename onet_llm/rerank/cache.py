@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from onet_llm.rerank.client import NOT_A_COMPLETION
+from onet_llm.rerank.client import Completion
+
+AnswerT = TypeVar("AnswerT")
 
 OK, INVALID, ERROR = "ok", "invalid", "error"  # how a call ended; a rerun serves ok and invalid
 
@@ -27,20 +30,31 @@ class CallCache(Protocol):
         ...
 
 
-def call_status(answered: bool, reply: str | None, error: str | None) -> str:
-    """How an asked call ended, which decides whether a rerun asks it again.
+def failed_status(last: Completion | None) -> str:
+    """How a call that ended without an answer is stored, from its last completion (None: the
+    request itself failed), which decides whether a rerun asks it again.
 
     `invalid`: the model replied, and every reply failed validation (a code off the list, cut
     off at the token limit, empty). At the same model, prompt and parameters the same request
     buys the same reply, so it is cached like an answer: the row falls back again, at no cost.
     `error`: no reply (time-out, 5xx, a refusal, the budget, a response without a message or
     that is not a chat completion): asked again on the next run, when the cause may be gone."""
-    if answered:
-        return OK
-    error = error or ""
-    if reply is not None and error.startswith("invalid ") and NOT_A_COMPLETION not in error:
-        return INVALID
-    return ERROR
+    if last is None or last.no_reply or last.content is None:
+        return ERROR
+    return INVALID
+
+
+@dataclass(frozen=True)
+class Asked(Generic[AnswerT]):
+    """How one asked call ended, for either LLM stage: the validated answer (None: fall back),
+    the last conversation sent, the last reply, the error, and the `status` it is stored with
+    (ok, invalid or error; see `failed_status`)."""
+
+    answer: AnswerT | None
+    conversation: list[dict]
+    content: str | None
+    error: str | None
+    status: str
 
 
 def call_key(

@@ -103,18 +103,23 @@ def describe_failure(error: BaseException, timeout_s: float) -> str:
 
 
 # A 200 whose body is no chat completion (a proxy's page, a base URL that is not an API): a
-# fault of the server, not a reply of the model, so it is never cached (cache.call_status).
+# fault of the server, not a reply of the model, so it is never cached.
 NOT_A_COMPLETION = "the server's response was not a JSON chat completion"
 
 
 @dataclass(frozen=True)
 class Completion:
     """One reply: its text, the client-parsed answer (json_schema modes) and a problem found
-    before parsing (not a chat completion, cut off), if any."""
+    before parsing (not a chat completion, cut off), if any.
+
+    `no_reply`: the problem is that there is no reply of the model to judge (a body that is not
+    a chat completion, a completion without a message, a refusal). Such a call is asked again
+    on the next run; a reply that fails validation is cached (`cache.failed_status`)."""
 
     content: str | None
     parsed: RerankAnswer | None = None
     problem: str | None = None
+    no_reply: bool = False
 
 
 def completion_from_body(body: dict, redact: Redactor) -> Completion:
@@ -122,13 +127,12 @@ def completion_from_body(body: dict, redact: Redactor) -> Completion:
     it: the sync client and the Batch API's output lines read replies the same way."""
     message, problem = reply_message(body)
     if message is None:
-        return Completion(None, None, problem)
+        return Completion(None, None, problem, no_reply=True)
     content = message.get("content")
     content = redact(content) if isinstance(content, str) else None
     if message.get("refusal"):
-        return Completion(
-            content, None, f"the model refused: {redact(str(message['refusal']))[:200]}"
-        )
+        refused = f"the model refused: {redact(str(message['refusal']))[:200]}"
+        return Completion(content, None, refused, no_reply=True)
     if message.get("finish_reason") == "length":
         return Completion(content, None, CUT_OFF)
     return Completion(content)
@@ -222,7 +226,7 @@ class OpenAIClient:
                     raise ValueError("not an object")
             except ValueError:
                 text = self.redact(raw.http_response.text[:500])
-                return Completion(text, None, NOT_A_COMPLETION)
+                return Completion(text, None, NOT_A_COMPLETION, no_reply=True)
             tokens_in = token_count(body.get("usage"), "prompt_tokens")
             tokens_out = token_count(body.get("usage"), "completion_tokens")
             cached = cached_token_count(body.get("usage"))

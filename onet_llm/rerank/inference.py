@@ -29,8 +29,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from onet_llm.errors import BudgetError
 from onet_llm.rerank.answers import ValidationProblem, _strip_fences
-from onet_llm.rerank.cache import INVALID, CallCache, call_key, call_record, call_status
-from onet_llm.rerank.client import CompletionError, LLMClient, Usage
+from onet_llm.rerank.cache import (
+    ERROR,
+    INVALID,
+    OK,
+    Asked,
+    CallCache,
+    call_key,
+    call_record,
+    failed_status,
+)
+from onet_llm.rerank.client import Completion, CompletionError, LLMClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.prompt import PromptTemplate, fence_safe, trim_body
 from onet_llm.rerank.workers import run_workers
@@ -236,11 +245,12 @@ class Inferrer:
                 first_call={key: hit[key] for key in ("tokens_in", "tokens_out", "latency_s")},
             )
         usage = Usage()
-        inference, conversation, content, error = self.ask(request, usage, run_id, started)
-        status = call_status(inference is not None, content, error)
+        asked = self.ask(request, usage, run_id, started)
+        inference, error = asked.answer, asked.error
         cost = self.record(
-            request, conversation, content, inference, usage, started, status, error, run_id
-        )
+            request, asked.conversation, asked.content, inference, usage, started, asked.status,
+            error, run_id,
+        )  # fmt: skip
         return InferResult(
             inference,
             "llm" if inference is not None else "fallback",
@@ -254,11 +264,13 @@ class Inferrer:
 
     def ask(
         self, request: InferRequest, usage: Usage, run_id: str | None, started: float
-    ) -> tuple[Inference | None, list[dict], str | None, str | None]:
-        """Ask, and ask again with the problem shown (at most `llm_validation_retries` times)."""
+    ) -> Asked[Inference]:
+        """Ask, and ask again with the problem shown (at most `llm_validation_retries` times);
+        how the call ended (`Asked`), as the rerank stage's `ask` returns it."""
         conversation = list(request.messages)
         content: str | None = None
         error: str | None = None
+        completion: Completion | None = None
         for validation_round in range(self.settings.llm_validation_retries + 1):
             try:
                 completion = self.client.complete(conversation, self.schema, usage)  # type: ignore[arg-type]
@@ -268,20 +280,22 @@ class Inferrer:
                                 "error", "stopped by --max-cost-usd", run_id)  # fmt: skip
                 raise
             except CompletionError as failure:
-                return None, conversation, content, f"LLM infer request failed: {failure}"
+                failed = f"LLM infer request failed: {failure}"
+                return Asked(None, conversation, content, failed, ERROR)
             content = completion.content
             try:
                 if completion.problem is not None:
                     raise ValidationProblem(completion.problem)
                 parsed = completion.parsed if isinstance(completion.parsed, InferAnswer) else None
-                return validate_inference(content, parsed), conversation, content, None
+                inference = validate_inference(content, parsed)
+                return Asked(inference, conversation, content, None, OK)
             except ValidationProblem as invalid:
                 error = f"invalid infer answer: {invalid}"
                 if validation_round == self.settings.llm_validation_retries:
                     break
                 usage.validation_retries += 1
                 conversation = infer_retry_messages(request.messages, content, invalid)
-        return None, conversation, content, error
+        return Asked(None, conversation, content, error, failed_status(completion))
 
     def record(
         self,

@@ -52,8 +52,17 @@ from onet_llm.rerank.answers import (
     map_answer,
     parse_answer,
 )
-from onet_llm.rerank.cache import INVALID, CallCache, call_key, call_record, call_status
-from onet_llm.rerank.client import CompletionError, LLMClient, OpenAIClient, Usage
+from onet_llm.rerank.cache import (
+    ERROR,
+    INVALID,
+    OK,
+    Asked,
+    CallCache,
+    call_key,
+    call_record,
+    failed_status,
+)
+from onet_llm.rerank.client import Completion, CompletionError, LLMClient, OpenAIClient, Usage
 from onet_llm.rerank.cost import Prices
 from onet_llm.rerank.guard import REQUEST_FAILED, EndpointGuard
 from onet_llm.rerank.prompt import (
@@ -185,11 +194,12 @@ class Reranker:
         if hit is not None:
             return hit
         usage = Usage()
-        answer, conversation, content, error = self.ask(request, usage, run_id, started)
-        status = call_status(answer is not None, content, error)
+        asked = self.ask(request, usage, run_id, started)
+        answer, error = asked.answer, asked.error
         cost = self._record(
-            request, conversation, content, answer, usage, started, status, error, run_id
-        )
+            request, asked.conversation, asked.content, answer, usage, started, asked.status,
+            error, run_id,
+        )  # fmt: skip
         common = {
             "call_key": request.call_key,
             "tokens_in": usage.tokens_in,
@@ -273,15 +283,16 @@ class Reranker:
 
     def ask(
         self, request: Request, usage: Usage, run_id: str | None, started: float
-    ) -> tuple[Answer | None, list[dict], str | None, str | None]:
+    ) -> Asked[Answer]:
         """Ask, and ask again (at most `llm_validation_retries` times) with the problem shown
-        while the answer cannot be used. Returns the answer (None: fall back), the last
-        conversation, the last reply and the error."""
+        while the answer cannot be used. Returns how the call ended (`Asked`): the answer
+        (None: fall back), the last conversation, reply and error, and the stored status."""
         retries = self.settings.llm_validation_retries
         top_k = request.schema.top_k
         conversation = list(request.messages)
         content: str | None = None
         error: str | None = None
+        completion: Completion | None = None
         for validation_round in range(retries + 1):
             try:
                 completion = self.client.complete(conversation, request.schema, usage)
@@ -301,7 +312,7 @@ class Reranker:
                     )
                 raise
             except CompletionError as failure:
-                return None, conversation, content, f"{REQUEST_FAILED}: {failure}"
+                return Asked(None, conversation, content, f"{REQUEST_FAILED}: {failure}", ERROR)
             except LLMError as failure:  # the key or model is refused: logged, then the run stops
                 self._record(
                     request, conversation, content, None, usage, started, "error", str(failure),
@@ -313,14 +324,15 @@ class Reranker:
                 if completion.problem is not None:
                     raise ValidationProblem(completion.problem)
                 answer = parse_answer(content, completion.parsed, top_k)
-                return map_answer(answer, request.shown, top_k), conversation, content, None
+                mapped = map_answer(answer, request.shown, top_k)
+                return Asked(mapped, conversation, content, None, OK)
             except ValidationProblem as invalid:
                 error = f"invalid answer: {invalid}"
                 if validation_round == retries:
                     break
                 usage.validation_retries += 1
                 conversation = retry_messages(request.messages, content, invalid)
-        return None, conversation, content, error
+        return Asked(None, conversation, content, error, failed_status(completion))
 
     def _record(
         self,

@@ -10,8 +10,14 @@ import pytest
 from onet_llm.errors import BudgetError, LLMError
 from onet_llm.eval.llm_stage import llm_row
 from onet_llm.label import rerank_rows
-from onet_llm.rerank.cache import call_status
-from onet_llm.rerank.client import NOT_A_COMPLETION, CompletionError
+from onet_llm.rerank.cache import failed_status
+from onet_llm.rerank.client import (
+    NOT_A_COMPLETION,
+    Completion,
+    CompletionError,
+    completion_from_body,
+)
+from onet_llm.rerank.redact import Redactor
 from onet_llm.rerank.reranker import Reranker
 from onet_llm.settings import Settings
 from onet_llm.store import Store
@@ -87,15 +93,21 @@ def test_answers_that_stay_unusable_fall_back_to_the_embedding_ranking(store, ta
 
 
 def test_only_a_reply_of_the_model_that_failed_validation_is_served_again():
-    assert call_status(True, '{"choices": []}', None) == "ok"
-    assert call_status(False, '{"choices": [9]}', "invalid answer: 9 is not on the list") == (
-        "invalid"
+    """The status is read from how the call ended, never from the wording of its error."""
+    redact = Redactor(None)
+    cut_off = completion_from_body(
+        {"choices": [{"message": {"content": '{"choi'}, "finish_reason": "length"}]}, redact
     )
-    assert call_status(False, "", "invalid infer answer: the reply was empty") == "invalid"
+    assert failed_status(cut_off) == "invalid"
+    assert failed_status(Completion('{"choices": [9]}')) == "invalid"  # a code off the list
+    assert failed_status(Completion("")) == "invalid"  # an empty reply
     # No reply of the model: asked again on the next run.
-    assert call_status(False, None, "invalid answer: the response has no choices") == "error"
-    assert call_status(False, "<html>", f"invalid answer: {NOT_A_COMPLETION}") == "error"
-    assert call_status(False, '{"x": 1}', "LLM request failed: HTTP 500") == "error"
+    assert failed_status(None) == "error"  # the request failed (time-out, 5xx, ...)
+    assert failed_status(completion_from_body({"choices": []}, redact)) == "error"
+    refusal = {"choices": [{"message": {"content": "no", "refusal": "I can't"}}]}
+    assert failed_status(completion_from_body(refusal, redact)) == "error"
+    assert failed_status(Completion("<html>", None, NOT_A_COMPLETION, no_reply=True)) == "error"
+    assert failed_status(Completion(None)) == "error"  # a message without text
 
 
 def test_a_failed_request_falls_back_and_a_misconfiguration_stops(store, taxonomy, shortlist):

@@ -54,6 +54,16 @@ PostingRepeatsOption = Annotated[
     ),
 ]
 
+SelectOnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--select-on",
+        help="What picks the checkpoint: validation (dev-ads MRR@10), taxonomy (whole-taxonomy "
+        "MRR@10) or blend (mean of whole-taxonomy MRR@10 and dev-ads recall@20). Default: the "
+        "preset's.",
+    ),
+]
+
 
 def train(
     preset: PresetOption = "small",
@@ -67,6 +77,7 @@ def train(
     lora_rank: LoraRankOption = None,
     posting_cap: PostingCapOption = None,
     posting_repeats: PostingRepeatsOption = None,
+    select_on: SelectOnOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
@@ -84,13 +95,15 @@ def train(
         lora_rank=lora_rank,
         posting_cap=posting_cap,
         posting_repeats=posting_repeats,
+        select_on=select_on,
     )
     result = run_training(
         options, settings.index_cache_dir, log=lambda line: err_console.print(line)
     )
     best = f"{result.best_score:.3f}" if result.best_score is not None else "n/a"
+    chosen_on = result.best_metric.removeprefix("eval_")
     console.print(
-        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation "
-        f"MRR@10 {best} -> {result.output}"
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best {chosen_on} "
+        f"{best} -> {result.output}"
     )
     console.print(f"use it: onet-llm label POSTINGS --model {result.output}")

@@ -64,6 +64,7 @@ from onet_llm.train.data import (
     split_postings,
 )
 from onet_llm.train.mix import (
+    BLEND_SCORE,
     capped_posting_pairs,
     noisy_title_pairs,
     pseudo_posting_pairs,
@@ -91,6 +92,12 @@ def resolve_preset(options: TrainingOptions) -> Preset:
     if options.posting_repeats is not None:
         repeats = positive_count(options.posting_repeats, "--posting-repeats")
         preset = replace(preset, posting_repeats=repeats)
+    if options.select_on is not None:
+        if options.select_on not in SELECTION_METRICS:
+            raise TrainingError(
+                f"unknown --select-on {options.select_on!r} (use {', '.join(SELECTION_METRICS)})"
+            )
+        preset = replace(preset, select_on=options.select_on)
     if options.lora_rank is not None:
         positive_count(options.lora_rank, "--lora-rank")
         preset = replace(preset, learning_rate=preset.learning_rate * LORA_LEARNING_RATE_FACTOR)
@@ -226,6 +233,12 @@ def validation_evaluator(validation: pd.DataFrame, taxonomy: Taxonomy):
 
 BEST_METRIC = "eval_validation_cosine_mrr@10"
 TAXONOMY_BEST_METRIC = "eval_taxonomy_cosine_mrr@10"
+# What each `select_on` picks the checkpoint by (the trainer prefixes evaluator keys "eval_").
+SELECTION_METRICS = {
+    "validation": BEST_METRIC,
+    "taxonomy": TAXONOMY_BEST_METRIC,
+    "blend": f"eval_{BLEND_SCORE}",
+}
 
 
 def train(
@@ -259,10 +272,9 @@ def train(
     serving_length = model.max_seq_length
     model.max_seq_length = preset.max_seq_length
     evaluator = validation_evaluator(validation, taxonomy) if len(validation) else None
-    best_metric = BEST_METRIC
-    if preset.select_on == "taxonomy":
+    if preset.select_on != "validation":
         evaluator = selection_evaluator(taxonomy, evaluator)
-        best_metric = TAXONOMY_BEST_METRIC
+    best_metric = SELECTION_METRICS[preset.select_on]
     output = Path(options.output)
     checkpoints = output.parent / f".{output.name}.checkpoints"
     trainer, final = fit(model, datasets, evaluator, options, preset, checkpoints, log, best_metric)

@@ -110,6 +110,34 @@ def test_posting_repeats_can_be_raised_and_a_bad_count_is_refused(taxonomy):
     assert result.exit_code == 1 and "--posting-repeats must be a positive integer" in result.output
 
 
+def test_select_on_blend_picks_the_checkpoint_by_taxonomy_mrr_and_the_ads_recall(taxonomy):
+    """`--select-on blend`: the real selection evaluator, run once on the base model, reports
+    the blend as the mean of whole-taxonomy MRR@10 and dev-ads validation recall@20, and the
+    trainer is told to keep the checkpoint with the best blend."""
+    from onet_llm.train.mix import BLEND_SCORE, selection_evaluator
+    from onet_llm.train.trainer import (
+        SELECTION_METRICS,
+        load_training_postings,
+        resolve_preset,
+        validation_evaluator,
+    )
+
+    preset = resolve_preset(TrainingOptions(preset="taxonomy", select_on="blend"))
+    assert preset.select_on == "blend"
+    assert SELECTION_METRICS[preset.select_on] == f"eval_{BLEND_SCORE}"
+    _, validation, _ = load_training_postings([], taxonomy, 42)
+    evaluator = selection_evaluator(taxonomy, validation_evaluator(validation.head(8), taxonomy))
+    figures = evaluator(Encoder("base").model)
+    taxonomy_mrr = figures["taxonomy_cosine_mrr@10"]
+    ads_recall = figures["validation_cosine_accuracy@20"]
+    assert 0 < taxonomy_mrr < 1 and 0 < ads_recall <= 1
+    assert figures[BLEND_SCORE] == pytest.approx((taxonomy_mrr + ads_recall) / 2)
+
+    result = CliRunner().invoke(app, ["train", "--preset", "taxonomy", "--select-on", "best"])
+    assert result.exit_code == 1
+    assert "unknown --select-on 'best' (use validation, taxonomy, blend)" in result.output
+
+
 def test_test_split_postings_are_never_trained_on():
     ads = dev_ads()
     train_rows, validation_rows = split_postings(ads[["title", "body", "onet_code", "split"]], 1)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,6 +179,34 @@ def job_key(payload: list) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class LabelJob:
+    """One labelling job of the local engine: the opened input, where its output goes, and
+    the identity (`key`, `fingerprint`) of its run in the store."""
+
+    opened: LabelInput
+    output_path: Path
+    fingerprint: dict
+    key: str
+
+
+def label_job(
+    input_path: Path | LabelInput,
+    output_path: Path | None,
+    options: LabelOptions,
+    settings_fingerprint: dict,
+    index_key: str,
+) -> LabelJob:
+    """The job `label_file` runs: `input_path` may be an input already opened (and checked) by
+    `open_input`; the same input, output, settings and index give the same key."""
+    opened = input_path if isinstance(input_path, LabelInput) else None
+    path = opened.path if opened else Path(input_path)  # type: ignore[arg-type]
+    output_path = output_path or default_output_path(path)
+    opened = opened or open_input(path, output_path, options)
+    fingerprint = {**settings_fingerprint, "options": asdict(opened.options), "index": index_key}
+    return LabelJob(opened, output_path, fingerprint, run_key(path, output_path, fingerprint))
+
+
 def label_file(
     labeler: Labeler,
     store: Store,
@@ -190,6 +218,7 @@ def label_file(
     on_progress: Progress | None = None,
     reranker: Reranker | None = None,
     before_chunks: Callable[[RunRecord, LabelInput], None] | None = None,
+    embedded: str | None = None,
 ) -> LabelSummary:
     """Label every row of `input_path` into `output_path`, resuming an unfinished identical run.
 
@@ -197,21 +226,20 @@ def label_file(
     `reranker`, each chunk's shortlists go through the LLM before the chunk is committed; its
     calls are cached as they complete, so a run stopped mid-chunk (Ctrl-C, --max-cost-usd)
     pays nothing again for them when it resumes. `before_chunks(run, opened)` runs once the
-    run is known, before any chunk: batch mode submits and waits for its batches there."""
+    run is known, before any chunk: batch mode submits and waits for its batches there.
+    `embedded`: a complete run of this job's embedding stage (`embed_file`), whose committed
+    shortlists the chunks are read from instead of being encoded again."""
     started = time.perf_counter()
-    opened = input_path if isinstance(input_path, LabelInput) else None
-    path = opened.path if opened else Path(input_path)  # type: ignore[arg-type]
-    output_path = output_path or default_output_path(path)
-    opened = opened or open_input(path, output_path, options)
-    options = opened.options
-    fingerprint = {**settings_fingerprint, "options": asdict(options), "index": index_key}
-    key = run_key(path, output_path, fingerprint)
-    run = find_or_start_run(store, key, str(path), output_path, fingerprint, labeler, index_key)
+    job = label_job(input_path, output_path, options, settings_fingerprint, index_key)
+    opened, output_path, options = job.opened, job.output_path, job.opened.options
+    run = find_or_start_run(
+        store, job.key, str(opened.path), output_path, job.fingerprint, labeler, index_key
+    )
     try:
         with watching_interrupts():
             if before_chunks is not None:
                 before_chunks(run, opened)
-            rows = label_chunks(labeler, store, opened, run, on_progress, reranker)
+            rows = label_chunks(labeler, store, opened, run, on_progress, reranker, embedded)
             raise_if_interrupted()
             sources, code_counts = write_output(store, run.run_id, output_path, options.top_k)
     except KeyboardInterrupt:
@@ -226,6 +254,75 @@ def label_file(
         raise
     store.finish_run(run.run_id)
     return summarise_run(run, output_path, rows, started, sources, code_counts, labeler.taxonomy)
+
+
+# A run whose every row is committed but whose output was never written: the embedding stage
+# of a dry run or of batch mode. The same command without `--llm` resumes it and only writes.
+EMBEDDED = "embedded"
+COMPLETE = ("done", EMBEDDED)  # every row of the run is committed
+
+
+def complete_embedding_run(store: Store, job: LabelJob) -> RunRecord | None:
+    """The latest run of `job` (a job without the LLM stage) if every row of it is committed:
+    finished, or an embedding stage kept by a dry run or batch mode; else None."""
+    run = store.latest_run(job.key)
+    return run if run is not None and run.status in COMPLETE else None
+
+
+def embed_file(
+    labeler: Labeler,
+    store: Store,
+    job: LabelJob,
+    index_key: str,
+    on_progress: Progress | None = None,
+) -> RunRecord:
+    """The embedding stage of `job` (the job `label` without `--llm` makes) as a run of its
+    own, complete: taken as it is when it already is, resumed when unfinished, and left with
+    status `embedded` (no output written). The dry run and batch mode need every shortlist
+    before the LLM stage starts; keeping them in the store means the LLM stage's run
+    (`label_file(embedded=...)`) and the same job without `--llm` encode nothing again."""
+    complete = complete_embedding_run(store, job)
+    if complete is not None:
+        if on_progress:
+            on_progress(job.opened.total_rows or 0, job.opened.total_rows)
+        return complete
+    path = job.opened.path
+    run = find_or_start_run(
+        store, job.key, str(path), job.output_path, job.fingerprint, labeler, index_key
+    )
+    try:
+        with watching_interrupts():
+            label_chunks(labeler, store, job.opened, run, on_progress, None)
+            raise_if_interrupted()
+    except KeyboardInterrupt:
+        store.finish_run(run.run_id, "interrupted")
+        raise Interrupted(
+            f"interrupted: {store.rows_committed(run.run_id):,} rows of the embedding stage are "
+            f"committed to run {run.run_id}; run the same command again to resume after them"
+        ) from None
+    except BaseException:
+        store.finish_run(run.run_id, "failed")
+        raise
+    store.finish_run(run.run_id, EMBEDDED)
+    return run
+
+
+def stored_run_rows(store: Store, run_id: str) -> Iterator[LabelledRow]:
+    """Every row a run committed, in input order, as objects: what the dry run prices and
+    batch mode submits after the embedding stage (`plan.requests_for_rows`)."""
+    from onet_llm.store.runs import labelled_rows
+
+    for frame in store.iter_run_blocks(run_id):
+        yield from labelled_rows(frame)
+
+
+def stored_chunk(store: Store, run_id: str, first_row: int, rows: int) -> list[LabelledRow]:
+    """Rows `first_row ..` of a committed run, read whole (the store's connection is then free
+    for the LLM stage's cache lookups)."""
+    from onet_llm.store.runs import labelled_rows
+
+    frames = list(store.iter_row_range(run_id, first_row, rows))
+    return [row for frame in frames for row in labelled_rows(frame)]
 
 
 def summarise_run(
@@ -281,9 +378,12 @@ def label_chunks(
     run: RunRecord,
     on_progress: Progress | None,
     reranker: Reranker | None,
+    embedded: str | None = None,
 ) -> int:
     """Label and commit every chunk after the run's committed rows; returns the rows seen.
-    Committed chunks stay in the store when anything here fails: the same command resumes."""
+    Committed chunks stay in the store when anything here fails: the same command resumes.
+    With `embedded` (a complete embedding-stage run of the same input) a chunk's shortlists
+    are read from that run instead of being encoded."""
     options, total, resumed_from = opened.options, opened.total_rows, run.rows_done
     done = 0
     duplicates = DuplicateIds(options)
@@ -299,7 +399,9 @@ def label_chunks(
         if first_row <= resumed_from:  # resume inside a chunk when chunk sizes changed
             chunk = chunk.iloc[resumed_from - first_row + 1 :]
             first_row = resumed_from + 1
-        rows = labeler.label_chunk(chunk, first_row, options)
+        rows = stored_chunk(store, embedded, first_row, len(chunk)) if embedded else []
+        if len(rows) != len(chunk):  # not in that run after all: encode, never lose a row
+            rows = labeler.label_chunk(chunk, first_row, options)
         if reranker is not None:
             progress = _row_progress(on_progress, first_row - 1, total)
             rows = rerank_rows(rows, reranker, options.top_k, run.run_id, progress)

@@ -154,7 +154,10 @@ def label(
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if dry_run:
         try:
-            print_dry_run(estimate_labelling(settings, opened), settings)
+            estimate, embedded = estimate_labelling(settings, opened, output)
+            print_dry_run(estimate, settings)
+            if not stdin:  # a spooled stdin is another file on the next run
+                print_kept_embedding_stage(embedded, opened.total_rows, settings)
         finally:
             if stdin:
                 input_path.unlink(missing_ok=True)
@@ -235,26 +238,47 @@ def run_fingerprint(labeler) -> dict:
 
 def label_into(settings: Settings, run_store, labeler, index_key: str, opened, output, llm: bool):
     """The labelling itself, into an open store: the summary, the LLM ledger (when `llm`) and
-    the reasons rows fell back."""
+    the reasons rows fell back. With the LLM stage, a complete run of the same job's
+    embedding stage (the same command without `--llm`, a dry run, batch mode) gives the
+    shortlists, so nothing is encoded twice; batch mode runs that stage first, in full."""
     from onet_llm.cli.progress import progress_bar
-    from onet_llm.label import label_file
+    from onet_llm.label import complete_embedding_run, label_file, label_job
+    from onet_llm.plan import check_plannable
 
     fingerprint = run_fingerprint(labeler)
+    embedding_job = label_job(opened, output, opened.options, dict(fingerprint), index_key)
     reranker = None
     before_chunks = None
+    embedded = None
     if llm:  # before the progress bar: loading the infer examples shows its own status line
         reranker = open_reranker(settings, run_store, labeler, fingerprint)
         if settings.llm_mode == "batch":
-            reranker, before_chunks = open_batch_mode(settings, run_store, reranker, labeler)
-        elif settings.infer_enabled:
-            reranker = open_infer_stages(settings, reranker, labeler)
+            check_plannable(reranker, "--llm-mode batch")  # before the embedding stage
+            embedded = run_embedding_stage(labeler, run_store, embedding_job, index_key).run_id
+            reranker, before_chunks = open_batch_mode(
+                settings, run_store, reranker, embedded, opened.options.top_k
+            )
+        else:
+            if settings.infer_enabled:
+                reranker = open_infer_stages(settings, reranker, labeler)
+            found = complete_embedding_run(run_store, embedding_job)
+            embedded = found.run_id if found else None
     with progress_bar("labelling", "rows", plain=False) as on_progress:
         summary = label_file(
             labeler, run_store, opened, output, opened.options, fingerprint, index_key,
-            on_progress, reranker, before_chunks,
+            on_progress, reranker, before_chunks, embedded,
         )  # fmt: skip
     ledger = run_store.ledger(summary.run_id) if llm else None
     return summary, ledger, run_store.fallback_reasons(summary.run_id)
+
+
+def run_embedding_stage(labeler, run_store, job, index_key: str):
+    """The job's embedding stage alone, with its progress bar; its run record (`embed_file`)."""
+    from onet_llm.cli.progress import progress_bar
+    from onet_llm.label import embed_file
+
+    with progress_bar("embedding stage", "rows", plain=False) as on_progress:
+        return embed_file(labeler, run_store, job, index_key, on_progress)
 
 
 def open_reranker(settings: Settings, run_store, labeler, fingerprint: dict):
@@ -268,31 +292,57 @@ def open_reranker(settings: Settings, run_store, labeler, fingerprint: dict):
     return reranker
 
 
-def open_batch_mode(settings: Settings, run_store, reranker, labeler):
+def open_batch_mode(settings: Settings, run_store, reranker, embedded: str, top_k: int):
     """`--llm-mode batch`: the step that submits and waits for the batches before the
-    labelling pass, and the reranker of that pass (answers from the cache, the rest in sync)."""
+    labelling pass (planned from the embedding stage's committed run `embedded`), and the
+    reranker of that pass (answers from the cache, the rest in sync)."""
     from onet_llm.cli.batches import progress_printer
-    from onet_llm.plan import batch_prefill
+    from onet_llm.label import stored_run_rows
+    from onet_llm.plan import requests_for_rows, send_batches
     from onet_llm.rerank.batch_runner import BatchAwareReranker, BatchRunner
 
     meter = getattr(reranker.client, "meter", None)
     runner = BatchRunner(settings, run_store, reranker.prices, meter)
-    prefill = batch_prefill(labeler, reranker, runner, progress_printer())
+    on_progress = progress_printer()
+
+    def prefill(run, _opened) -> None:
+        planned = requests_for_rows(stored_run_rows(run_store, embedded), reranker, top_k)
+        send_batches(planned, reranker, runner, run.run_id, on_progress)
+
     return BatchAwareReranker(reranker, run_store), prefill
 
 
-def estimate_labelling(settings: Settings, opened):
-    """`--dry-run`: the plan of the LLM stage, priced; no LLM is called, nothing is written
-    but the index cache."""
-    from onet_llm.label import open_labeler
-    from onet_llm.plan import estimate_run
+def estimate_labelling(settings: Settings, opened, output: Path | None):
+    """`--dry-run`: the plan of the LLM stage, priced, and the embedding stage's run. No LLM
+    is called and no output is written; the embedding stage runs in full and is kept in the
+    store, so the same command without `--dry-run` (or without `--llm`) encodes nothing
+    again."""
+    from onet_llm.label import label_job, stored_run_rows
+    from onet_llm.plan import check_plannable, estimate_requests, requests_for_rows
     from onet_llm.rerank.reranker import Reranker
     from onet_llm.store import Store
 
     with Store(settings.resolved_store_path, shared=True) as run_store:
-        labeler, _ = open_labeler(settings.embedding_model, settings.index_cache_dir)
+        labeler, index_key = open_run_labeler(settings)
         reranker = Reranker(settings, run_store, labeler.taxonomy)
-        return estimate_run(labeler, reranker, opened)
+        check_plannable(reranker, "--dry-run")  # before minutes of encoding
+        job = label_job(opened, output, opened.options, run_fingerprint(labeler), index_key)
+        embedded = run_embedding_stage(labeler, run_store, job, index_key)
+        rows = stored_run_rows(run_store, embedded.run_id)
+        planned = requests_for_rows(rows, reranker, opened.options.top_k)
+        return estimate_requests(planned, reranker), embedded
+
+
+def print_kept_embedding_stage(embedded, rows: int | None, settings: Settings, out=console) -> None:
+    """The dry run's last line: its embedding stage is kept, and what that saves."""
+    counted = f"{rows:,} rows" if rows is not None else "every row"
+    out.print(
+        f"the embedding stage is kept: run {embedded.run_id}, {counted} in "
+        f"{settings.resolved_store_path}; the same command without --dry-run starts the LLM "
+        "stage from these shortlists (no encoding again)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_dry_run(estimate, settings: Settings, out=console) -> None:

@@ -100,20 +100,13 @@ def run_embedding_stage(labeler, index_key: str, run_store, job, options, ray_op
 def print_ray_dry_run(settings: Settings, run_store, reranker, job, embedded, top_k: int) -> None:
     """The local dry run's lines, priced from the embedding stage's committed rows, and one
     line saying that stage ran and is kept."""
-    from onet_llm.cli.common import console
-    from onet_llm.cli.label import print_dry_run
+    from onet_llm.cli.label import print_dry_run, print_kept_embedding_stage
     from onet_llm.engine.ray_engine import stored_rows
     from onet_llm.plan import estimate_requests, requests_for_rows
 
     rows = stored_rows(run_store, embedded.run_id, job.plan)
     print_dry_run(estimate_requests(requests_for_rows(rows, reranker, top_k), reranker), settings)
-    console.print(
-        f"the embedding stage ran on Ray and is kept: run {embedded.run_id}, "
-        f"{job.plan.total_rows:,} rows in {settings.resolved_store_path}; the same command "
-        "without --dry-run starts the LLM stage from these shortlists (no encoding again)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_kept_embedding_stage(embedded, job.plan.total_rows, settings)
 
 
 def open_ray_batch_mode(settings: Settings, run_store, reranker, job, embedded: str, top_k: int):

@@ -52,6 +52,8 @@ from onet_llm.engine.shards import (
 )
 from onet_llm.errors import InputError, Interrupted, OnetLLMError
 from onet_llm.label import (
+    COMPLETE,
+    EMBEDDED,
     Labeler,
     LabelSummary,
     find_or_start_run,
@@ -319,7 +321,7 @@ def embed_on_ray(
     its shards in the work folder, for the LLM stage (`label_with_ray`) to start from: the dry
     run and batch mode need every shortlist before the LLM stage starts."""
     previous = store.latest_run(job.embedding_key)
-    if previous is not None and previous.status == "done":
+    if previous is not None and previous.status in COMPLETE:
         if on_progress:
             on_progress(job.plan.total_rows, job.plan.total_rows)
         return previous
@@ -327,15 +329,15 @@ def embed_on_ray(
         store, job.embedding_key, job.input_name, job.output, job.embedding_fingerprint,
         labeler, index_key,
     )  # fmt: skip
-    with finishing(store, run):
+    with finishing(store, run, EMBEDDED):
         label_shards(labeler, store, run.run_id, job.plan, options, ray_options, on_progress, None)
     return run
 
 
 @contextmanager
-def finishing(store: Store, run: RunRecord) -> Iterator[None]:
-    """Mark the run done when the block completes; interrupted or failed (both resumable by
-    the same command) when it does not."""
+def finishing(store: Store, run: RunRecord, status: str = "done") -> Iterator[None]:
+    """Mark the run `status` (done, or embedded: no output written) when the block completes;
+    interrupted or failed (both resumable by the same command) when it does not."""
     try:
         yield
     except KeyboardInterrupt:
@@ -347,7 +349,7 @@ def finishing(store: Store, run: RunRecord) -> Iterator[None]:
     except BaseException:
         store.finish_run(run.run_id, "failed")
         raise
-    store.finish_run(run.run_id)
+    store.finish_run(run.run_id, status)
 
 
 def stored_shard(store: Store, run_id: str, shard: Shard) -> pd.DataFrame:

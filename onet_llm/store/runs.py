@@ -103,10 +103,12 @@ def labelled_rows(frame: pd.DataFrame) -> list[LabelledRow]:
 class RunTables(Database):
     def find_unfinished_run(self, run_key: str) -> RunRecord | None:
         """The latest run of this job that did not finish (still running when it was killed,
-        interrupted, or stopped by an error), marked running again to be resumed."""
+        interrupted, or stopped by an error; or `embedded`: every row committed by the
+        embedding stage of a dry run or batch mode, its output never written), marked running
+        again to be resumed."""
         row = self.db.execute(
             "SELECT run_id, run_key, status, rows_done, output_path FROM runs "
-            "WHERE run_key = ? AND status IN ('running', 'interrupted', 'failed') "
+            "WHERE run_key = ? AND status IN ('running', 'interrupted', 'failed', 'embedded') "
             "ORDER BY started_at DESC LIMIT 1",
             [run_key],
         ).fetchone()
@@ -224,6 +226,20 @@ class RunTables(Database):
             return
         for first in range(int(low), int(high) + 1, ROWS_PER_SORT):
             yield from self.iter_row_range(run_id, first, ROWS_PER_SORT, batch_size)
+
+    def iter_run_blocks(self, run_id: str) -> Iterator[pd.DataFrame]:
+        """A run's rows in input order, `ROWS_PER_SORT` row numbers at a time, each block read
+        whole: unlike `iter_run_rows`, no result stays open between blocks, so the caller may
+        use the store meanwhile (the dry run and batch mode look each row up in the cache)."""
+        low, high = self.db.execute(
+            "SELECT min(row_number), max(row_number) FROM run_rows WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if low is None:
+            return
+        for first in range(int(low), int(high) + 1, ROWS_PER_SORT):
+            frames = list(self.iter_row_range(run_id, first, ROWS_PER_SORT))
+            if frames:
+                yield pd.concat(frames, ignore_index=True)
 
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()

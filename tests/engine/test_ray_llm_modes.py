@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from onet_llm.cli import app
 from onet_llm.engine import ray_engine
+from onet_llm.label import Labeler
 from onet_llm.store import Store
 from tests.engine.test_ray_engine import example_rows, local_ray  # noqa: F401 (a fixture)
 from tests.rerank.batch_server import BatchServer
@@ -57,34 +58,40 @@ def test_the_ray_dry_run_prices_as_the_local_one_and_the_real_run_starts_from_it
         llm = ["--llm", "--base-url", server.base_url, "--shortlist-size", "5", "--top-k", "2"]
         ray = ["--engine", "ray", "--shard-rows", "40", "-o", str(tmp_path / "ray.csv"),
                "--work-dir", str(tmp_path / "work")]  # fmt: skip
-        local_dry = label(str(path), "--dry-run", "--store", local_store, *llm)
+        local = ["-o", str(tmp_path / "local.csv"), "--store", local_store]
+        local_dry = label(str(path), "--dry-run", *local, *llm)
         assert local_dry.exit_code == 0, local_dry.output
         ray_dry = label(str(path), "--dry-run", *ray, *llm)
         assert ray_dry.exit_code == 0, ray_dry.output
         assert server.http_requests == 0  # no LLM request, no batch
         assert not (tmp_path / "ray.csv").exists()
         assert len(list((tmp_path / "work").glob("*/plan.json"))) == 1  # the shards are kept
-        estimate = lines(local_dry.output)
+        estimate = [line for line in lines(local_dry.output) if "is kept: run" not in line]
         assert "requests to send: 100" in estimate and len(estimate) == 8
         assert [line for line in lines(ray_dry.output) if line in estimate] == estimate
-        assert "the embedding stage ran on Ray and is kept: run " in ray_dry.output
+        assert "the embedding stage is kept: run " in ray_dry.output
         with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
             (embedded,) = store.runs().itertuples()
-            assert (embedded.status, embedded.rows_done) == ("done", 100)
+            assert (embedded.status, embedded.rows_done) == ("embedded", 100)
             assert store.finished_shards(embedded.run_id) == {0, 1, 2}
 
         monkeypatch.setattr(ray_engine, "shard_dataset", no_encoding)
+        monkeypatch.setattr(Labeler, "label_chunk", no_encoding)  # the local dry run's rows
+        plain = label(str(path), *ray, *llm[3:])  # no --llm: the kept stage's output, written
+        assert plain.exit_code == 0, plain.output
+        assert set(pd.read_csv(tmp_path / "ray.csv")["source"]) == {"embedding"}
         real = label(str(path), *ray, *llm)
         assert real.exit_code == 0, real.output
         assert server.routes["POST /chat/completions"] == 100
         assert not list((tmp_path / "work").glob("*/plan.json"))  # removed once labelled
-        local = label(str(path), "-o", str(tmp_path / "local.csv"), "--store", local_store, *llm)
-        assert local.exit_code == 0, local.output
+        local_run = label(str(path), *local, *llm)
+        assert local_run.exit_code == 0, local_run.output
         assert server.routes["POST /chat/completions"] == 200  # its own store: asked again
     with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
         runs = store.runs()
         assert store.finished_shards(embedded.run_id) == {0, 1, 2}  # nothing encoded again
-    assert list(runs["status"]) == ["done", "done"] and list(runs["rows_done"]) == [100, 100]
+    # the kept embedding stage became the plain run; the LLM stage's run
+    assert list(runs["status"]) == ["done", "done"] and list(runs["rows_done"]) == [100] * 2
     got, expected = (pd.read_csv(tmp_path / name) for name in ("ray.csv", "local.csv"))
     assert got[["id", *CODES, "source"]].equals(expected[["id", *CODES, "source"]])
     assert set(got["source"]) == {"llm"}
@@ -123,7 +130,8 @@ def test_batch_mode_through_ray_gives_the_local_labels_and_a_rerun_asks_nothing(
         calls = store.calls()
         runs = store.runs()
     assert set(calls["mode"]) == {"batch"} and set(calls["status"]) == {"ok"}
-    assert len(runs) == 3 and set(runs["status"]) == {"done"}  # embedding, batch run, rerun
+    # the embedding stage (kept, no output), the batch run and its rerun
+    assert sorted(runs["status"]) == ["done", "done", "embedded"]
     columns = ["id", *CODES, "source", "rationale_1"]
     got, expected = (pd.read_csv(tmp_path / name) for name in ("ray.csv", "local.csv"))
     assert got[columns].equals(expected[columns])

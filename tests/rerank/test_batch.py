@@ -181,7 +181,8 @@ def test_a_run_killed_at_any_stage_resumes_the_same_batch(tmp_path: Path, stage:
         labels = output(path)
         assert list(labels["source"]) == ["llm", "llm", "fallback"]
         with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
-            assert len(store.batches()) == 1 and len(store.runs()) == 1
+            assert len(store.batches()) == 1  # one run of each stage, each resumed:
+            assert sorted(store.runs()["status"]) == ["done", "embedded"]
             batch_calls = store.call_log().query("mode == 'batch'")
         assert len(batch_calls) == 3  # each line's reply is counted once
 
@@ -226,6 +227,50 @@ def test_the_dry_run_calls_nothing_and_estimates_the_tokens_within_ten_percent(t
         assert abs(estimated - counted) / counted < 0.10, (estimated, counted)
         again = runner.invoke(app, ["label", str(path), "--llm", "--dry-run"])
         assert "cache hits: 4" in again.output and "requests to send: 0" in again.output
+
+
+def test_the_dry_run_keeps_its_embedding_stage_and_no_later_run_encodes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The dry run encodes every row once into a run of status `embedded` (no output); the
+    same command without --llm, with --llm and in batch mode all start from its shortlists."""
+    from onet_llm.label import Labeler
+
+    path = postings(tmp_path, ["ok1", "ok2", "ok3", "ok4"])
+    fresh_store = str(tmp_path / "fresh.duckdb")
+    fresh = runner.invoke(app, ["label", str(path), "-o", str(tmp_path / "fresh.csv"),
+                                "--store", fresh_store], catch_exceptions=False)  # fmt: skip
+    assert fresh.exit_code == 0, fresh.output
+    with BatchServer() as server:
+        llm = ["--llm", "--base-url", server.base_url]
+        dry = runner.invoke(app, ["label", str(path), "--dry-run", *llm], catch_exceptions=False)
+        assert dry.exit_code == 0, dry.output
+        assert "the embedding stage is kept: run " in dry.output and server.http_requests == 0
+        with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+            (embedded,) = store.runs().itertuples()
+        assert (embedded.status, embedded.rows_done) == ("embedded", 4)
+        assert not path.with_suffix(".labels.csv").exists()
+
+        def no_encoding(*args, **kwargs):
+            raise AssertionError("a row was encoded again")
+
+        monkeypatch.setattr(Labeler, "label_chunk", no_encoding)
+        plain = runner.invoke(app, ["label", str(path)], catch_exceptions=False)
+        assert plain.exit_code == 0, plain.output
+        codes = ["id", "onet_code_1", "onet_code_2", "onet_code_3", "score_1", "source"]
+        fresh_labels = pd.read_csv(tmp_path / "fresh.csv")[codes]
+        assert pd.read_csv(path.with_suffix(".labels.csv"))[codes].equals(fresh_labels)
+        synced = runner.invoke(app, ["label", str(path), *llm], catch_exceptions=False)
+        assert synced.exit_code == 0, synced.output
+        assert server.routes["POST /chat/completions"] == 4
+        assert list(output(path)["source"]) == ["llm"] * 4
+        batched = label(server, path)  # every answer is cached: no batch, no request
+        assert batched.exit_code == 0, batched.output
+        assert server.routes["POST /chat/completions"] == 4 and server.creations == 0
+    with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+        runs = store.runs().set_index("run_id")
+    # the embedding stage became the plain run (its output written); one run per LLM mode
+    assert runs.loc[embedded.run_id, "status"] == "done" and len(runs) == 3
 
 
 def test_cached_tokens_are_recorded_and_priced_at_the_cached_rate(tmp_path: Path):

@@ -136,3 +136,43 @@ def test_batch_mode_through_ray_gives_the_local_labels_and_a_rerun_asks_nothing(
     got, expected = (pd.read_csv(tmp_path / name) for name in ("ray.csv", "local.csv"))
     assert got[columns].equals(expected[columns])
     assert set(got["source"]) == {"llm"}
+
+
+def test_a_killed_ray_batch_job_resumes_its_batch_and_loses_no_row(tmp_path: Path):
+    """`--engine ray --llm-mode batch` killed (SIGKILL, driver and Ray runtime) while the batch
+    is being created: the same command resumes the embedding stage's run and the recorded
+    batch, uploads and pays for nothing twice, and commits every row once."""
+    import signal
+    import subprocess
+    import sys
+
+    path = postings(tmp_path, 2)  # 40 rows
+    output = tmp_path / "ray.csv"
+    with BatchServer(hang_at="create") as server:
+        command = [sys.executable, "-m", "onet_llm.cli", "label", str(path), "--engine", "ray",
+                   "--shard-rows", "16", "-o", str(output), "--work-dir", str(tmp_path / "work"),
+                   "--llm", "--base-url", server.base_url, "--llm-mode", "batch",
+                   "--shortlist-size", "5", "--top-k", "2"]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            reached = server.reached.wait(240)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray runtime it started
+            killed_output = process.communicate(timeout=30)[0].decode()[-2000:]
+            server.release.set()
+        assert reached, killed_output
+        assert not output.exists() and server.uploads == 1
+        again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        assert (server.uploads, server.creations) == (1, 1)  # no second upload or charge
+        assert server.routes["POST /chat/completions"] == 0  # every answer came by batch
+    with Store(Path(os.environ["ONET_LLM_STORE"])) as store:
+        runs = store.runs()
+        rows = store.db.execute("SELECT run_id, row_number FROM run_rows").df()
+    assert sorted(runs["status"]) == ["done", "embedded"]  # each stage's run, resumed
+    for run_id in runs["run_id"]:  # every row once in each run
+        numbers = sorted(rows.loc[rows["run_id"] == run_id, "row_number"])
+        assert numbers == list(range(1, 41))
+    labels = pd.read_csv(output)
+    assert len(labels) == 40 and set(labels["source"]) == {"llm"}

@@ -37,7 +37,7 @@ def label_on_ray(
     )
     from onet_llm.cli.progress import progress_bar
     from onet_llm.engine.ray_engine import label_with_ray, plan_job
-    from onet_llm.engine.shards import remote_uri, shown_uri
+    from onet_llm.engine.shards import release_work_folder, remote_uri, shown_uri
     from onet_llm.plan import check_plannable
     from onet_llm.store import Store
 
@@ -61,27 +61,32 @@ def label_on_ray(
             if dry_run or batch:  # before the embedding stage, which they need whole
                 check_plannable(reranker, "--dry-run" if dry_run else "--llm-mode batch")
         job = plan_job(spec, output, options, fingerprint, index_key, ray_options, settings.home)
-        if job.removed_stale:
-            console.print(
-                f"removed {job.removed_stale} work folder(s) of earlier jobs whose input changed "
-                "since (such a job cannot resume)"
-            )
-        before_shards = None
-        if dry_run or batch:
-            embedded = run_embedding_stage(labeler, index_key, run_store, job, options, ray_options)
-            if dry_run:
-                print_ray_dry_run(settings, run_store, reranker, job, embedded, options.top_k)
-                return
-            reranker, before_shards = open_ray_batch_mode(
-                settings, run_store, reranker, job, embedded.run_id, options.top_k
-            )
-        elif reranker is not None and settings.infer_enabled:
-            reranker = open_infer_stages(settings, reranker, labeler)
-        with progress_bar("labelling (ray)", "rows", plain=False) as on_progress:
-            summary = label_with_ray(
-                labeler, index_key, run_store, job, options, ray_options, on_progress, reranker,
-                before_shards,
-            )  # fmt: skip
+        try:
+            if job.removed_stale:
+                console.print(
+                    f"removed {job.removed_stale} work folder(s) of earlier jobs whose input "
+                    "changed since (such a job cannot resume)"
+                )
+            before_shards = None
+            if dry_run or batch:
+                embedded = run_embedding_stage(
+                    labeler, index_key, run_store, job, options, ray_options
+                )
+                if dry_run:
+                    print_ray_dry_run(settings, run_store, reranker, job, embedded, options.top_k)
+                    return
+                reranker, before_shards = open_ray_batch_mode(
+                    settings, run_store, reranker, job, embedded.run_id, options.top_k
+                )
+            elif reranker is not None and settings.infer_enabled:
+                reranker = open_infer_stages(settings, reranker, labeler)
+            with progress_bar("labelling (ray)", "rows", plain=False) as on_progress:
+                summary = label_with_ray(
+                    labeler, index_key, run_store, job, options, ray_options, on_progress, reranker,
+                    before_shards,
+                )  # fmt: skip
+        finally:
+            release_work_folder(job.work)
         ledger = run_store.ledger(summary.run_id) if llm else None
         fallbacks = run_store.fallback_reasons(summary.run_id)
     print_label_summary(summary, ledger)

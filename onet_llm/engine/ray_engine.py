@@ -43,6 +43,7 @@ from onet_llm.engine.shards import (
     Shard,
     ShardPlan,
     files_fingerprint,
+    hold_work_folder,
     input_files,
     remote_uri,
     shown_uri,
@@ -256,6 +257,7 @@ def plan_job(
     key = ray_run_key(files, output, fingerprint)
     embedding_key = key if embedding == fingerprint else ray_run_key(files, output, embedding)
     work = (ray_options.work_dir or home / "ray") / embedding_key
+    hold_work_folder(work)  # until the job ends (`release_work_folder`) or the process exits
     stale = stale_work_folders(work.parent, work)
     for folder in stale:
         shutil.rmtree(folder, ignore_errors=True)

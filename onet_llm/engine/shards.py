@@ -17,6 +17,7 @@ shards" safe when a killed job starts again.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import glob
 import json
@@ -311,17 +312,66 @@ def fingerprint_now(recorded: list[list]) -> list[list] | None:
         return None
 
 
+JOB_LOCK = ".job.lock"  # in a work folder, locked (flock) by the process running its job
+_held_locks: dict[Path, object] = {}  # this process's work-folder locks, by folder
+
+
+def hold_work_folder(folder: Path) -> None:
+    """Lock `folder` for this process's job until `release_work_folder` (or exit): planning
+    in another process then leaves it alone, even with another store, and the same job started
+    twice at once is refused in one line instead of two processes writing one folder."""
+    folder = folder.resolve()
+    if folder in _held_locks:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / JOB_LOCK).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(
+            f"{folder}: another process is running this job (its work folder is locked); "
+            "wait for it to finish, or give this one another --work-dir"
+        ) from None
+    _held_locks[folder] = handle
+
+
+def release_work_folder(folder: Path) -> None:
+    handle = _held_locks.pop(folder.resolve(), None)
+    if handle is not None:
+        handle.close()  # closing the file releases its lock
+
+
+def work_folder_in_use(folder: Path) -> bool:
+    """Whether a running job (this process's or another's) holds `folder`'s lock."""
+    if folder.resolve() in _held_locks:
+        return True
+    try:
+        handle = (folder / JOB_LOCK).open("r")
+    except OSError:
+        return False  # no lock file: no job of this version is running there
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
 def stale_work_folders(root: Path, keep: Path) -> list[Path]:
     """The work folders under `root`, other than `keep`, of jobs whose local input changed or
     went away after their split. Such a job can never resume: its identity, and so its folder
     name, includes each input file's size and modification time, and starting it again makes
     a new folder. Without this its shards (a copy of the whole input) stayed on disk for good.
     Plans with remote inputs (not cheap to list again) or without a recorded fingerprint
-    (written before it was recorded), and folders whose split never finished, are kept."""
+    (written before it was recorded), folders whose split never finished, and folders a
+    running job holds (`hold_work_folder`) are kept."""
     if not root.is_dir():
         return []
     stale = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and path != keep):
+        if work_folder_in_use(folder):
+            continue
         try:
             plan = load_plan(folder)
         except (OSError, ValueError, KeyError, TypeError):

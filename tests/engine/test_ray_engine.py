@@ -21,10 +21,14 @@ from typer.testing import CliRunner
 from onet_llm.cli import app
 from onet_llm.engine.ray_engine import RayOptions, plan_job
 from onet_llm.engine.shards import (
+    JOB_LOCK,
+    hold_work_folder,
     input_files,
     load_plan,
+    release_work_folder,
     split_into_shards,
     stale_work_folders,
+    work_folder_in_use,
 )
 from onet_llm.errors import InputError
 from onet_llm.postings import LabelOptions
@@ -133,6 +137,40 @@ def test_work_folders_of_jobs_whose_input_changed_are_removed_when_a_job_is_plan
     assert job.removed_stale == 2
     assert sorted(p.name for p in root.iterdir()) == sorted(["b", "unfinished", job.work.name])
     assert job.plan.total_rows == 12 and load_plan(job.work) == job.plan
+
+
+def test_a_work_folder_a_running_job_holds_is_never_removed_as_stale(tmp_path: Path):
+    """A job holds its work folder's lock while it runs: planning elsewhere (another process,
+    another store) leaves it alone even when its input changed, and the same job started twice
+    at once is refused in one line."""
+    rows = example_rows(1)
+    source = tmp_path / "a.csv"
+    rows.iloc[:12].to_csv(source, index=False)
+    root = tmp_path / "work"
+    split_into_shards(input_files(str(source)), root / "a", LabelOptions(), 8)
+    rows.iloc[:13].to_csv(source, index=False)  # the input changed: "a" can never resume
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(root / "a" / JOB_LOCK)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert work_folder_in_use(root / "a")
+        assert stale_work_folders(root, keep=root / "b") == []  # running: kept
+        with pytest.raises(InputError, match="another process is running this job"):
+            hold_work_folder(root / "a")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert stale_work_folders(root, keep=root / "b") == [root / "a"]  # its job is gone
+    hold_work_folder(root / "a")  # this process's own job
+    try:
+        assert stale_work_folders(root, keep=root / "b") == []
+    finally:
+        release_work_folder(root / "a")
+    assert not work_folder_in_use(root / "a")
 
 
 def test_inputs_that_hold_nothing_to_label_are_refused(tmp_path: Path):

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -290,21 +291,28 @@ def embed_file(
     run = find_or_start_run(
         store, job.key, str(path), job.output_path, job.fingerprint, labeler, index_key
     )
+    with watching_interrupts(), finishing(store, run, EMBEDDED):
+        label_chunks(labeler, store, job.opened, run, on_progress, None)
+        raise_if_interrupted()
+    return run
+
+
+@contextmanager
+def finishing(store: Store, run: RunRecord, status: str = "done") -> Iterator[None]:
+    """Mark the run `status` (done, or embedded: no output written) when the block completes;
+    interrupted or failed (both resumable by the same command) when it does not."""
     try:
-        with watching_interrupts():
-            label_chunks(labeler, store, job.opened, run, on_progress, None)
-            raise_if_interrupted()
+        yield
     except KeyboardInterrupt:
         store.finish_run(run.run_id, "interrupted")
         raise Interrupted(
-            f"interrupted: {store.rows_committed(run.run_id):,} rows of the embedding stage are "
-            f"committed to run {run.run_id}; run the same command again to resume after them"
+            f"interrupted: {store.rows_committed(run.run_id):,} rows are committed to run "
+            f"{run.run_id} and no output was written; run the same command again to resume"
         ) from None
     except BaseException:
         store.finish_run(run.run_id, "failed")
         raise
-    store.finish_run(run.run_id, EMBEDDED)
-    return run
+    store.finish_run(run.run_id, status)
 
 
 def stored_run_rows(store: Store, run_id: str) -> Iterator[LabelledRow]:

@@ -31,7 +31,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,13 +50,14 @@ from onet_llm.engine.shards import (
     stale_work_folders,
     worker_options,
 )
-from onet_llm.errors import InputError, Interrupted, OnetLLMError
+from onet_llm.errors import InputError, OnetLLMError
 from onet_llm.label import (
     COMPLETE,
     EMBEDDED,
     Labeler,
     LabelSummary,
     find_or_start_run,
+    finishing,
     job_key,
     rerank_rows,
     summarise_run,
@@ -334,24 +334,6 @@ def embed_on_ray(
     with finishing(store, run, EMBEDDED):
         label_shards(labeler, store, run.run_id, job.plan, options, ray_options, on_progress, None)
     return run
-
-
-@contextmanager
-def finishing(store: Store, run: RunRecord, status: str = "done") -> Iterator[None]:
-    """Mark the run `status` (done, or embedded: no output written) when the block completes;
-    interrupted or failed (both resumable by the same command) when it does not."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        store.finish_run(run.run_id, "interrupted")
-        raise Interrupted(
-            f"interrupted: {store.rows_committed(run.run_id):,} rows are committed to run "
-            f"{run.run_id} and no output was written; run the same command again to resume"
-        ) from None
-    except BaseException:
-        store.finish_run(run.run_id, "failed")
-        raise
-    store.finish_run(run.run_id, status)
 
 
 def stored_shard(store: Store, run_id: str, shard: Shard) -> pd.DataFrame:

@@ -219,24 +219,23 @@ class RunTables(Database):
         """A run's rows in input order, a batch at a time (the output is rebuilt from these).
         Read in ranges of row numbers, each sorted on its own: one ORDER BY over a million
         rows does not fit the store's 256 MB memory cap (measured: out of memory)."""
+        for first in self._range_starts(run_id):
+            yield from self.iter_row_range(run_id, first, ROWS_PER_SORT, batch_size)
+
+    def _range_starts(self, run_id: str) -> range:
+        """The first row number of each `ROWS_PER_SORT` range a run's rows fall in."""
         low, high = self.db.execute(
             "SELECT min(row_number), max(row_number) FROM run_rows WHERE run_id = ?", [run_id]
         ).fetchone()
         if low is None:
-            return
-        for first in range(int(low), int(high) + 1, ROWS_PER_SORT):
-            yield from self.iter_row_range(run_id, first, ROWS_PER_SORT, batch_size)
+            return range(0)
+        return range(int(low), int(high) + 1, ROWS_PER_SORT)
 
     def iter_run_blocks(self, run_id: str) -> Iterator[pd.DataFrame]:
         """A run's rows in input order, `ROWS_PER_SORT` row numbers at a time, each block read
         whole: unlike `iter_run_rows`, no result stays open between blocks, so the caller may
         use the store meanwhile (the dry run and batch mode look each row up in the cache)."""
-        low, high = self.db.execute(
-            "SELECT min(row_number), max(row_number) FROM run_rows WHERE run_id = ?", [run_id]
-        ).fetchone()
-        if low is None:
-            return
-        for first in range(int(low), int(high) + 1, ROWS_PER_SORT):
+        for first in self._range_starts(run_id):
             frames = list(self.iter_row_range(run_id, first, ROWS_PER_SORT))
             if frames:
                 yield pd.concat(frames, ignore_index=True)

@@ -25,6 +25,21 @@ def swallow_an_interrupt() -> None:
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_enabled():
+    """Python's own SIGINT handler for the test, as in a terminal. A test run started in the
+    background (`make test &`) inherits SIGINT ignored, and then no Ctrl-C reaches anything."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_enabled_in_child() -> None:
+    """`preexec_fn` of a child that must see Ctrl-C even when the tests run in the background:
+    SIGINT back to its default, so the child's Python installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_without_the_watch_an_interrupt_in_a_finaliser_is_lost():
     swallow_an_interrupt()  # returns: Python printed "Exception ignored" and carried on
     raise_if_interrupted()

@@ -21,7 +21,11 @@ from onet_llm.cli import app
 from onet_llm.label import Labeler
 from onet_llm.settings import ENVIRONMENT_VARIABLES
 from tests.rerank.fault_server import FaultServer
-from tests.test_interrupts import swallow_an_interrupt
+from tests.test_interrupts import (
+    ctrl_c_enabled,  # noqa: F401 (a fixture)
+    ctrl_c_enabled_in_child,
+    swallow_an_interrupt,
+)
 
 runner = CliRunner()
 SECRET = "sk-test-DO-NOT-STORE-4242"
@@ -302,7 +306,8 @@ def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(tmp_path: Pat
                    "5", "--top-k", "2"]  # fmt: skip
         environment = {**os.environ, "ONET_LLM_TIMEOUT": "30"}
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=environment)  # fmt: skip
+                                   text=True, env=environment,
+                                   preexec_fn=ctrl_c_enabled_in_child)  # fmt: skip
         deadline = time.monotonic() + 120
         while server.requests["sleepy"] < 3 and time.monotonic() < deadline:  # chunk 2 in flight
             time.sleep(0.05)
@@ -321,7 +326,9 @@ def test_ctrl_c_says_where_it_stopped_and_the_same_command_resumes(tmp_path: Pat
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_run_before_its_next_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ctrl_c_enabled,  # noqa: F811 (the imported fixture)
 ):
     postings = postings_file(tmp_path, [f"Nurse {i}" for i in range(6)])
     output = tmp_path / "out.csv"

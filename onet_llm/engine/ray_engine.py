@@ -204,8 +204,8 @@ def start_ray(address: str | None):
         }
         if address:
             ray.init(address=address, **settings)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, **settings)
+        else:  # "local": a runtime of our own, even beside a cluster this machine belongs to
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **settings)
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not "progress bars disabled"
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
     context = ray.data.DataContext.get_current()

@@ -366,7 +366,7 @@ def test_the_command_line_refuses_a_missing_bucket_in_one_line(s3_endpoint: str,
 def local_ray():
     ray = pytest.importorskip("ray")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -39,6 +39,7 @@ from onet_llm.shortlist.encoder import Encoder
 from onet_llm.shortlist.index import OccupationIndex
 from onet_llm.shortlist.text import DEFAULT_TEXT_VARIANT, TextVariant, posting_text
 from onet_llm.store import RunRecord, Store
+from onet_llm.store.runs import COMPLETE, EMBEDDED, labelled_rows
 from onet_llm.tables import TableWriter
 from onet_llm.taxonomy import Taxonomy
 from onet_llm.types import Candidate, Label, LabelledRow
@@ -257,12 +258,6 @@ def label_file(
     return summarise_run(run, output_path, rows, started, sources, code_counts, labeler.taxonomy)
 
 
-# A run whose every row is committed but whose output was never written: the embedding stage
-# of a dry run or of batch mode. The same command without `--llm` resumes it and only writes.
-EMBEDDED = "embedded"
-COMPLETE = ("done", EMBEDDED)  # every row of the run is committed
-
-
 def complete_embedding_run(store: Store, job: LabelJob) -> RunRecord | None:
     """The latest run of `job` (a job without the LLM stage) if every row of it is committed:
     finished, or an embedding stage kept by a dry run or batch mode; else None."""
@@ -318,8 +313,6 @@ def finishing(store: Store, run: RunRecord, status: str = "done") -> Iterator[No
 def stored_run_rows(store: Store, run_id: str) -> Iterator[LabelledRow]:
     """Every row a run committed, in input order, as objects: what the dry run prices and
     batch mode submits after the embedding stage (`plan.requests_for_rows`)."""
-    from onet_llm.store.runs import labelled_rows
-
     for frame in store.iter_run_blocks(run_id):
         yield from labelled_rows(frame)
 
@@ -327,10 +320,7 @@ def stored_run_rows(store: Store, run_id: str) -> Iterator[LabelledRow]:
 def stored_chunk(store: Store, run_id: str, first_row: int, rows: int) -> list[LabelledRow]:
     """Rows `first_row ..` of a committed run, read whole (the store's connection is then free
     for the LLM stage's cache lookups)."""
-    from onet_llm.store.runs import labelled_rows
-
-    frames = list(store.iter_row_range(run_id, first_row, rows))
-    return [row for frame in frames for row in labelled_rows(frame)]
+    return labelled_rows(store.row_range(run_id, first_row, rows))
 
 
 def summarise_run(

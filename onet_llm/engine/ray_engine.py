@@ -52,8 +52,6 @@ from onet_llm.engine.shards import (
 )
 from onet_llm.errors import InputError, OnetLLMError
 from onet_llm.label import (
-    COMPLETE,
-    EMBEDDED,
     Labeler,
     LabelSummary,
     find_or_start_run,
@@ -64,7 +62,7 @@ from onet_llm.label import (
     write_rows,
 )
 from onet_llm.postings import LabelOptions
-from onet_llm.store.runs import RunRecord, labelled_rows, row_records
+from onet_llm.store.runs import COMPLETE, EMBEDDED, RunRecord, labelled_rows, row_records
 from onet_llm.tables import EXTENSIONS
 from onet_llm.types import LabelledRow
 
@@ -339,8 +337,7 @@ def embed_on_ray(
 def stored_shard(store: Store, run_id: str, shard: Shard) -> pd.DataFrame:
     """A committed shard's rows in `run_rows` form, read whole (the store's connection is then
     free for the cache lookups of whoever reads them)."""
-    frames = list(store.iter_row_range(run_id, shard.first_row, shard.rows))
-    return pd.concat(frames, ignore_index=True).drop(columns="run_id")
+    return store.row_range(run_id, shard.first_row, shard.rows).drop(columns="run_id")
 
 
 def stored_rows(store: Store, run_id: str, plan: ShardPlan) -> Iterator[LabelledRow]:

@@ -31,6 +31,12 @@ class RunRecord:
 # Rows sorted at a time when a run is read back in order: 10,000 rows with 4,000-character
 # bodies and their shortlists are about 60 MB, well inside the store's memory cap.
 ROWS_PER_SORT = 10_000
+# A run whose every row is committed but whose output was never written: the embedding stage
+# of a dry run or of batch mode (`label.embed_file`, `embed_on_ray`). The same command
+# without `--llm` resumes it and only writes the output.
+EMBEDDED = "embedded"
+COMPLETE = ("done", EMBEDDED)  # every row of the run is committed
+RESUMABLE = ("running", "interrupted", "failed", EMBEDDED)  # what `find_unfinished_run` takes
 RUN_ROW_COLUMNS = [
     "run_id",
     "row_number",
@@ -108,9 +114,8 @@ class RunTables(Database):
         again to be resumed."""
         row = self.db.execute(
             "SELECT run_id, run_key, status, rows_done, output_path FROM runs "
-            "WHERE run_key = ? AND status IN ('running', 'interrupted', 'failed', 'embedded') "
-            "ORDER BY started_at DESC LIMIT 1",
-            [run_key],
+            "WHERE run_key = ? AND list_contains(?, status) ORDER BY started_at DESC LIMIT 1",
+            [run_key, list(RESUMABLE)],
         ).fetchone()
         if row is None:
             return None
@@ -231,14 +236,21 @@ class RunTables(Database):
             return range(0)
         return range(int(low), int(high) + 1, ROWS_PER_SORT)
 
+    def row_range(self, run_id: str, first_row: int, rows: int) -> pd.DataFrame:
+        """Rows `first_row .. first_row + rows - 1` of a run, in input order, read whole (no
+        result stays open: the caller may use the store meanwhile, e.g. for cache lookups);
+        empty when the run holds none of them."""
+        frames = list(self.iter_row_range(run_id, first_row, rows))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def iter_run_blocks(self, run_id: str) -> Iterator[pd.DataFrame]:
         """A run's rows in input order, `ROWS_PER_SORT` row numbers at a time, each block read
-        whole: unlike `iter_run_rows`, no result stays open between blocks, so the caller may
-        use the store meanwhile (the dry run and batch mode look each row up in the cache)."""
+        whole (`row_range`): unlike `iter_run_rows`, the caller may use the store between
+        blocks (the dry run and batch mode look each row up in the cache)."""
         for first in self._range_starts(run_id):
-            frames = list(self.iter_row_range(run_id, first, ROWS_PER_SORT))
-            if frames:
-                yield pd.concat(frames, ignore_index=True)
+            block = self.row_range(run_id, first, ROWS_PER_SORT)
+            if len(block):
+                yield block
 
     def runs(self) -> pd.DataFrame:
         return self.db.execute("SELECT * FROM runs ORDER BY started_at").df()

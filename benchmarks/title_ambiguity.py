@@ -70,8 +70,7 @@ def ambiguity_figures(rows: list[dict], listed: dict[str, set[str]]) -> dict[str
     ceiling = sum(Counter(golds).most_common(1)[0][1] for golds in golds_of_title.values())
     strict = sum(row["top1"] == row["gold"] for row in rows)
     defensible = sum(
-        row["top1"] != row["gold"] and row["top1"] in listed.get(row["key"], set())
-        for row in rows
+        row["top1"] != row["gold"] and row["top1"] in listed.get(row["key"], set()) for row in rows
     )
     conflicting = sum(len(g) for g in golds_of_title.values() if len(set(g)) > 1)
     n = len(rows)

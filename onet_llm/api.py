@@ -72,7 +72,8 @@ class Labeler:
     `model` is 'default' (the shipped fine-tuned model), 'base', or a model folder. `llm=True`
     reranks each shortlist with the LLM configured by the environment (OPENAI_API_KEY,
     ONET_LLM_MODEL, OPENAI_BASE_URL: see .env.example), caching calls in the store.
-    `encoder_backend` is torch, onnx or onnx-int8 (default $ONET_LLM_ENCODER_BACKEND or torch).
+    `encoder_backend` is auto, torch, onnx or onnx-int8 (default $ONET_LLM_ENCODER_BACKEND or auto:
+    fp32 ONNX where it can run, else torch).
     """
 
     def __init__(

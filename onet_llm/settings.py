@@ -71,7 +71,10 @@ class Settings:
 
     home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
     embedding_model: str = "default"
-    encoder_backend: str = "torch"  # torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py)
+    # auto | torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py). auto: fp32 ONNX where
+    # it can run, else torch: the same vectors and labels, and on 2 cores 1.7x torch's titles/s
+    # and 1.8x its postings/s (benchmarks/throughput.py, README "Encoder backends").
+    encoder_backend: str = "auto"
     encoder_threads: int = 0  # compute threads of the encoder; 0: one per core
     encoder_batch_size: int = DEFAULT_BATCH_SIZE  # texts per forward pass
     store_path: Path | None = None
@@ -206,7 +209,7 @@ _FLOATS = {
     "batch_poll_s",
 }
 _CHOICES = {
-    "encoder_backend": ("torch", "onnx", "onnx-int8"),
+    "encoder_backend": ("auto", "torch", "onnx", "onnx-int8"),
     "llm_when": ("always", "uncertain"),
     "candidate_order": ("embedding", "shuffle"),
     "structured_output": ("auto", "json_schema", "json_object"),

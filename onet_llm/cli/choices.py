@@ -16,6 +16,7 @@ class CandidateOrder(StrEnum):
 
 
 class EncoderBackend(StrEnum):
+    auto = "auto"
     torch = "torch"
     onnx = "onnx"
     onnx_int8 = "onnx-int8"

@@ -40,8 +40,9 @@ EncoderBackendOption = Annotated[
     EncoderBackend | None,
     typer.Option(
         "--encoder-backend",
-        help="How the embedding model runs: torch, onnx (fp32) or onnx-int8 (faster per core; "
-        "needs onet-llm[onnx]). Default $ONET_LLM_ENCODER_BACKEND or torch.",
+        help="How the embedding model runs: auto (onnx where it can run, else torch), torch, "
+        "onnx (fp32: torch's vectors, faster) or onnx-int8 (approximate, fastest). "
+        "Default $ONET_LLM_ENCODER_BACKEND or auto.",
     ),
 ]
 HomeOption = Annotated[

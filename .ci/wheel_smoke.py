@@ -10,6 +10,7 @@ output. Run with the dev venv's python: `make wheel-smoke` (also part of `.ci/ru
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -99,9 +100,13 @@ def main() -> None:
         labelled = rows(where / "labels.csv")
         assert len(labelled) == 20 and all(r["onet_code_1"] for r in labelled), labelled[:2]
 
-        report = run([str(onet_llm), "eval", "--data", "dev-ads-test", "--sample", "10",
-                      "--out", "report"], where, env)  # fmt: skip
-        assert (where / "report" / "metrics.json").is_file(), report
+        run([str(onet_llm), "eval", "--data", "dev-ads-test", "--sample", "10",
+             "--out", "report"], where, env)  # fmt: skip
+        metrics = json.loads((where / "report" / "metrics.json").read_text())
+        # The default backend (auto) must resolve to fp32 ONNX from the wheel too: onnxruntime
+        # and onnx are installed with it and the export runs from the installed package.
+        backend = metrics["settings"]["encoder_backend"]
+        assert backend == "onnx", f"the wheel's default encoder backend ran as {backend!r}"
 
         (where / "llm.csv").write_text(LLM_POSTINGS)
         with local_llm_server(smollm2_path(), n_ctx=2048) as base_url:

@@ -171,6 +171,7 @@ def run_eval(
     representation: str | None = None,
 ):
     """Open the LLM stage (when a mode needs it) and the labeler, and write the report."""
+    from onet_llm.cli.progress import export_encoder_now
     from onet_llm.eval.evaluate import default_report_dir, evaluate_to_report, open_eval_labeler
     from onet_llm.eval.llm_stage import open_llm_stage
     from onet_llm.eval.modes import INFER_MODES
@@ -188,6 +189,7 @@ def run_eval(
             settings.encoder_options(),
             representation,
         )
+        export_encoder_now(labeler.encoder, status.update)
         infer = None
         if infer_factory is not None and INFER_MODES & set(options.modes):
             status.update("loading the infer examples (first run encodes them, a few minutes)")

@@ -215,16 +215,22 @@ def run_labelling(settings: Settings, opened, output: Path | None, llm: bool):
 
 def open_run_labeler(settings: Settings):
     """The labeler and index key of a run, with a progress bar when the index must be built."""
-    from onet_llm.cli.progress import progress_bar
+    from onet_llm.cli.progress import export_encoder_now, progress_bar
     from onet_llm.label import open_labeler
 
     with progress_bar("building the occupation index (once per model)", "titles") as building:
-        return open_labeler(
+        labeler, index_key = open_labeler(
             settings.embedding_model,
             settings.index_cache_dir,
             on_build_progress=building,
             encoder_options=settings.encoder_options(),
         )
+    export_encoder_now(labeler.encoder, _notice)
+    return labeler, index_key
+
+
+def _notice(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
 
 
 def run_fingerprint(labeler) -> dict:

@@ -85,3 +85,15 @@ def progress_bar(
             progress.update(task, completed=done, total=total, rate=rate)
 
         yield on_progress
+
+
+def export_encoder_now(encoder, say: Callable[[str], None]) -> None:
+    """Make the first-use ONNX export (about 6 s for the shipped model) happen now, under a
+    notice, rather than inside the first batch: otherwise the first run pauses without a word
+    and reports the export as labelling time."""
+    if encoder.export_pending:
+        say(
+            f"exporting the model to ONNX for the {encoder.backend} encoder backend "
+            "(once per model, a few seconds)"
+        )
+        encoder.encoding_model  # noqa: B018 - loading it is the export

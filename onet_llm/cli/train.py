@@ -64,6 +64,20 @@ SelectOnOption = Annotated[
     ),
 ]
 
+BaseModelOption = Annotated[
+    str,
+    typer.Option(
+        "--base-model",
+        help="Where training starts: base (all-MiniLM-L6-v2), default (the shipped fine-tuned "
+        "model: a warm start; pair it with a lower --learning-rate) or a model folder.",
+    ),
+]
+
+LearningRateOption = Annotated[
+    float | None,
+    typer.Option("--learning-rate", help="Override the preset's learning rate (1e-4)."),
+]
+
 
 def train(
     preset: PresetOption = "small",
@@ -78,6 +92,8 @@ def train(
     posting_cap: PostingCapOption = None,
     posting_repeats: PostingRepeatsOption = None,
     select_on: SelectOnOption = None,
+    base_model: BaseModelOption = "base",
+    learning_rate: LearningRateOption = None,
     home: HomeOption = None,
 ) -> None:
     """Fine-tune the embedding model on O*NET titles and labelled postings."""
@@ -96,6 +112,8 @@ def train(
         posting_cap=posting_cap,
         posting_repeats=posting_repeats,
         select_on=select_on,
+        base_model=base_model,
+        learning_rate=learning_rate,
     )
     result = run_training(
         options, settings.index_cache_dir, log=lambda line: err_console.print(line)

@@ -180,6 +180,17 @@ class Encoder:
             self._light_model = self._load(self._light_loader())
         return self._light_model
 
+    @property
+    def export_pending(self) -> bool:
+        """Whether the first encode exports the model to ONNX first (seconds, once per model
+        and backend), so that a caller can say so instead of leaving the first run silent."""
+        if self.backend == "torch" or not self.light or self.export_cache_dir is None:
+            return False
+        from onet_llm.shortlist.onnx import MODEL_FILE, export_folder
+
+        folder = export_folder(self.export_cache_dir, self.fingerprint, self.backend)
+        return not (folder / MODEL_FILE).is_file()
+
     def _light_loader(self):
         """torch: `light.MeanPoolingModel`; onnx backends: the cached export (made first if
         missing) run by onnxruntime."""

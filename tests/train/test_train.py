@@ -161,15 +161,20 @@ def test_train_rejects_bad_data_in_one_line(tmp_path: Path):
     assert result.exit_code == 1 and "onet_code" in result.output
 
 
-@pytest.mark.slow
-def test_tiny_training_run_completes_and_changes_the_weights(tmp_path: Path, onet_home: Path):
+def tiny_postings(tmp_path: Path) -> Path:
+    """12 training and 4 validation dev ads, as a JSON-lines file: enough for a few steps."""
     ads = dev_ads()
-    ads = ads[ads["split"] != "test"]
     sample = pd.concat(
         [ads[ads["split"] == "train"].head(12), ads[ads["split"] == "validation"].head(4)]
     )
     data = tmp_path / "postings.jsonl"
     sample[["title", "body", "onet_code", "split"]].to_json(data, orient="records", lines=True)
+    return data
+
+
+@pytest.mark.slow
+def test_tiny_training_run_completes_and_changes_the_weights(tmp_path: Path, onet_home: Path):
+    data = tiny_postings(tmp_path)
     output = tmp_path / "tiny-model"
     lines: list[str] = []
     options = TrainingOptions(
@@ -199,6 +204,55 @@ def test_tiny_training_run_completes_and_changes_the_weights(tmp_path: Path, one
     assert after.dtype == np.float32
     assert np.abs(before - after).max() > 1e-3  # the weights moved
     assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-4)
+
+
+def test_the_learning_rate_can_be_set_and_a_lora_warm_start_is_refused():
+    from onet_llm.train.trainer import resolve_preset
+
+    assert resolve_preset(TrainingOptions(preset="taxonomy")).learning_rate == 1e-4
+    warm = TrainingOptions(preset="taxonomy", base_model="default", learning_rate=2e-5)
+    assert resolve_preset(warm).learning_rate == 2e-5
+    # Given explicitly, the rate is used as it is, with LoRA too (no LoRA factor on top).
+    assert resolve_preset(TrainingOptions(lora_rank=8, learning_rate=3e-4)).learning_rate == 3e-4
+    result = CliRunner().invoke(app, ["train", "--learning-rate", "0"])
+    assert result.exit_code == 1 and "--learning-rate must be positive" in result.output
+    result = CliRunner().invoke(app, ["train", "--lora-rank", "8", "--base-model", "default"])
+    assert result.exit_code == 1
+    assert "--lora-rank trains on the base model only" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_warm_start_begins_from_the_shipped_model_and_its_card_says_so(
+    tmp_path: Path, onet_home: Path
+):
+    output = tmp_path / "warm-model"
+    options = TrainingOptions(
+        data=(tiny_postings(tmp_path),),
+        output=output,
+        base_model="default",
+        learning_rate=1e-5,
+        batch_size=8,
+        max_steps=2,
+        limit_pairs=32,
+        mining_representation="title",
+    )
+    train(options, onet_home / "index", log=lambda line: None)
+
+    shipped = Encoder("default")
+    card = json.loads((output / "training_card.json").read_text())
+    assert card["initialised_from"] == f"onet-minilm@{shipped.fingerprint}"
+    assert card["preset"]["learning_rate"] == 1e-5
+    assert (
+        "Warm start: training began from the fine-tuned model `onet-minilm@"
+        in (output / "README.md").read_text()
+    )
+    texts = ["Registered Nurse", "Senior Data Engineer", "Maintenance Technician II"]
+    warm = Encoder(str(output)).encode(texts)
+    # Two small steps from the shipped weights: far nearer to them than to the base model's.
+    from_shipped = np.abs(warm - shipped.encode(texts)).max()
+    from_base = np.abs(warm - Encoder("base").encode(texts)).max()
+    assert from_shipped < from_base / 4
 
 
 def gold_ranks(model: str, taxonomy, texts: list[str], codes: list[str]) -> np.ndarray:

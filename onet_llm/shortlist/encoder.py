@@ -186,10 +186,9 @@ class Encoder:
         and backend), so that a caller can say so instead of leaving the first run silent."""
         if self.backend == "torch" or not self.light or self.export_cache_dir is None:
             return False
-        from onet_llm.shortlist.onnx import MODEL_FILE, export_folder
+        from onet_llm.shortlist.onnx import export_file
 
-        folder = export_folder(self.export_cache_dir, self.fingerprint, self.backend)
-        return not (folder / MODEL_FILE).is_file()
+        return not export_file(self.export_cache_dir, self.fingerprint, self.backend).is_file()
 
     def _light_loader(self):
         """torch: `light.MeanPoolingModel`; onnx backends: the cached export (made first if

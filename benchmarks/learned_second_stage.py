@@ -45,7 +45,7 @@ from onet_llm.shortlist.fusion import FusionIndex
 from onet_llm.shortlist.index import load_or_build_index, normalise_title, occupation_entries
 from onet_llm.shortlist.text import posting_text
 from onet_llm.taxonomy import Taxonomy, load_taxonomy
-from onet_llm.train.data import held_out_reported_titles
+from onet_llm.train.data import codes_listing_titles, held_out_reported_titles
 from onet_llm.train.title_noise import noise_titles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,15 +65,6 @@ def validation_sets() -> list[tuple[str, list[str], list[str], list[str], list[s
     from taxonomy_representations import validation_sets as sets
 
     return sets()
-
-
-def listed_codes(taxonomy: Taxonomy) -> dict[str, set[str]]:
-    """Every occupation O*NET lists each normalised title under."""
-    listed: dict[str, set[str]] = {}
-    for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
-        for code, title in zip(table["onet_code"], table["title"], strict=True):
-            listed.setdefault(normalise_title(title), set()).add(code)
-    return listed
 
 
 def train_split_titles() -> pd.DataFrame:
@@ -123,7 +114,7 @@ def cross_encoder_groups(
         encoder, taxonomy, cache_dir, "fusion", held_out_reported_titles(taxonomy)
     )
     positions, _ = index.search(encoder.encode([anchor for anchor, _ in anchors]), 30)
-    listed = listed_codes(taxonomy)
+    listed = codes_listing_titles(taxonomy)
     groups = []
     for (anchor, code), row in zip(anchors, positions, strict=True):
         allowed = listed.get(normalise_title(anchor), set()) | {code}

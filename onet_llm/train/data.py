@@ -277,6 +277,16 @@ def posting_pairs(postings: pd.DataFrame, repeats: int) -> list[TrainingPair]:
     return pairs * max(1, repeats)
 
 
+def codes_listing_titles(taxonomy: Taxonomy) -> dict[str, set[str]]:
+    """Normalised alternate or reported title -> every occupation that lists it. An anchor is
+    genuinely ambiguous among these, so none of them may be its negative."""
+    codes_of_title: dict[str, set[str]] = {}
+    for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
+        for code, title in zip(table["onet_code"], table["title"], strict=True):
+            codes_of_title.setdefault(normalise_title(title), set()).add(code)
+    return codes_of_title
+
+
 def mine_hard_negatives(
     encoder: Encoder,
     taxonomy: Taxonomy,
@@ -295,10 +305,7 @@ def mine_hard_negatives(
     without every anchor of an occupation pushing against the same one.
     """
     index = load_or_build_index(encoder, taxonomy, index_cache_dir, representation, held_out)
-    codes_of_title: dict[str, set[str]] = {}
-    for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
-        for code, title in zip(table["onet_code"], table["title"], strict=True):
-            codes_of_title.setdefault(normalise_title(title), set()).add(code)
+    codes_of_title = codes_listing_titles(taxonomy)
     distinct = list(dict.fromkeys(pair.anchor for pair in pairs))
     row_of = {text: i for i, text in enumerate(distinct)}
     positions, _ = index.search(encoder.encode(distinct), MINING_DEPTH)

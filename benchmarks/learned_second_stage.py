@@ -50,6 +50,7 @@ from onet_llm.train.title_noise import noise_titles
 
 REPO = Path(__file__).resolve().parent.parent
 DEPTH = 20
+MINING_DEPTH = 30
 MINED_NEGATIVES = 7
 NEGATIVES = 4
 PAIR_TOKENS = 40
@@ -113,7 +114,7 @@ def cross_encoder_groups(
     index = load_or_build_index(
         encoder, taxonomy, cache_dir, "fusion", held_out_reported_titles(taxonomy)
     )
-    positions, _ = index.search(encoder.encode([anchor for anchor, _ in anchors]), 30)
+    positions, _ = index.search(encoder.encode([anchor for anchor, _ in anchors]), MINING_DEPTH)
     listed = codes_listing_titles(taxonomy)
     groups = []
     for (anchor, code), row in zip(anchors, positions, strict=True):
@@ -132,23 +133,30 @@ def cross_encoder_groups(
     return groups
 
 
+def tokenized_pairs(tokenizer, queries: list[str], candidates: list[str]):
+    """Query and candidate side by side, cut to `PAIR_TOKENS` together (the longer one first)."""
+    return tokenizer(
+        queries,
+        candidates,
+        truncation="longest_first",
+        max_length=PAIR_TOKENS,
+        padding=True,
+        return_tensors="pt",
+    )
+
+
 def pair_scores(model, tokenizer, queries: list[str], candidates: list[str]) -> np.ndarray:
     scores = []
     with torch.inference_mode():
         for start in range(0, len(queries), 128):
-            batch = tokenizer(
-                queries[start : start + 128],
-                candidates[start : start + 128],
-                truncation="longest_first",
-                max_length=PAIR_TOKENS,
-                padding=True,
-                return_tensors="pt",
+            batch = tokenized_pairs(
+                tokenizer, queries[start : start + 128], candidates[start : start + 128]
             )
             scores.append(model(**batch).logits[:, 0].float().numpy())
     return np.concatenate(scores)
 
 
-def train_cross_encoder(groups: list, taxonomy: Taxonomy, out: Path, batch: int, rate: float):
+def train_cross_encoder(groups: list, texts: dict[str, str], out: Path, batch: int, rate: float):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(42)
@@ -157,7 +165,6 @@ def train_cross_encoder(groups: list, taxonomy: Taxonomy, out: Path, batch: int,
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, dtype=torch.float32
     )
-    texts = {code: candidate_text(taxonomy, code) for code in taxonomy.codes}
     steps = -(-len(groups) // batch)
     warmup = max(1, steps // 10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=0.01)
@@ -171,14 +178,7 @@ def train_cross_encoder(groups: list, taxonomy: Taxonomy, out: Path, batch: int,
         part = groups[step * batch : (step + 1) * batch]
         queries = [anchor for anchor, _, negatives in part for _ in range(len(negatives) + 1)]
         candidates = [texts[c] for _, code, negatives in part for c in [code, *negatives]]
-        encoded = tokenizer(
-            queries,
-            candidates,
-            truncation="longest_first",
-            max_length=PAIR_TOKENS,
-            padding=True,
-            return_tensors="pt",
-        )
+        encoded = tokenized_pairs(tokenizer, queries, candidates)
         logits = model(**encoded).logits[:, 0].view(len(part), NEGATIVES + 1)
         loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(part), dtype=torch.long))
         loss.backward()
@@ -211,10 +211,10 @@ def cross_encoder(args: argparse.Namespace) -> list[dict]:
     encoder = Encoder("default")
     cache_dir = Settings.load().index_cache_dir
     groups = cross_encoder_groups(taxonomy, encoder, cache_dir, random.Random(42))
-    model, tokenizer = train_cross_encoder(
-        groups[: args.groups], taxonomy, args.out, args.batch, args.learning_rate
-    )
     texts = {code: candidate_text(taxonomy, code) for code in taxonomy.codes}
+    model, tokenizer = train_cross_encoder(
+        groups[: args.groups], texts, args.out, args.batch, args.learning_rate
+    )
     results = []
     for name, queries, golds, excluded, _ in validation_sets():
         index = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", excluded)
@@ -246,15 +246,16 @@ def cross_encoder(args: argparse.Namespace) -> list[dict]:
 
 
 def leave_one_out_scores(
-    index: FusionIndex, entry_titles: np.ndarray, own_title: np.ndarray, queries, query_titles
+    index: FusionIndex, masked_rows: dict[str, list[int]], queries, query_titles
 ) -> np.ndarray:
     """Fused scores with each query's own title masked from every occupation's exemplars
-    (never an occupation's O*NET title, which every index keeps)."""
+    (`masked_rows`: normalised title -> its entry rows, O*NET titles left out, since every
+    index keeps those)."""
     exemplar = np.empty((len(queries), index.n_occupations), dtype=np.float32)
     for start in range(0, len(queries), 256):
         similarities = queries[start : start + 256] @ index.entry_vectors.T
         for row, title in enumerate(query_titles[start : start + 256]):
-            similarities[row, (entry_titles == title) & ~own_title] = -1.0
+            similarities[row, masked_rows.get(title, [])] = -1.0
         exemplar[start : start + 256] = np.maximum.reduceat(similarities, index.starts, axis=1)
     weight = index.centroid_weight
     return weight * (queries @ index.centroids.T) + (1 - weight) * exemplar
@@ -284,21 +285,19 @@ def occupation_bias(args: argparse.Namespace) -> list[dict]:
     index = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", held_out)
     entries = occupation_entries(taxonomy, "title_blend", held_out)
     n = len(taxonomy)
-    entry_titles = np.array([normalise_title(text) for text in entries.texts[:-n]])
-    own_title = np.array(
-        [
-            normalise_title(taxonomy.occupations[position].title) == title
-            for position, title in zip(entries.positions[:-n], entry_titles, strict=True)
-        ]
-    )
+    masked_rows: dict[str, list[int]] = {}
+    pairs = zip(entries.texts[:-n], entries.positions[:-n], strict=True)
+    for row, (text, position) in enumerate(pairs):
+        title = normalise_title(text)
+        if title != normalise_title(taxonomy.occupations[position].title):
+            masked_rows.setdefault(title, []).append(row)
     train = train_split_titles()
     titles = list(train["title"])
     noisy = [rewrite.title for rewrite in noise_titles(titles, seed=11, variant=5)]
     golds = np.array([taxonomy.position[code] for code in train["onet_code"]] * 2)
     scores = leave_one_out_scores(
         index,
-        entry_titles,
-        own_title,
+        masked_rows,
         encoder.encode(titles + noisy),
         [normalise_title(title) for title in titles] * 2,
     )

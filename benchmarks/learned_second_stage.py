@@ -1,8 +1,9 @@
-"""Two learned second stages over the fusion shortlist, measured on whole-taxonomy validation
-(issue 13). Neither is shipped: `eval/taxonomy.md` ("Learned second stages") has the figures.
+"""Three learned second stages over the fusion shortlist, measured on whole-taxonomy validation
+(issue 13). None is shipped: `eval/taxonomy.md` ("Learned second stages") has the figures.
 
     python benchmarks/learned_second_stage.py cross-encoder --out DIR [--groups 6400] [--json F]
     python benchmarks/learned_second_stage.py occupation-bias [--json F]
+    python benchmarks/learned_second_stage.py prototypes [--json F]
 
 1. `cross-encoder`: a cross-encoder that reads the query and one candidate occupation
    ("Title. Description") together and scores the pair. It starts from the shipped model's
@@ -19,6 +20,10 @@
    penalty) on train-split reported titles and one noisy rewrite of each. They are scored
    leave-one-out: the query's own title is masked from every occupation's exemplars, as
    evaluated titles are left out of the index.
+3. `prototypes`: a learned correction to every occupation's centroid (1,016 x 384 numbers) and
+   a bias, fitted the same way on every index title but the O*NET titles (each masked from the
+   exemplars leave-one-out) and a noisy rewrite of 15,000 of them. It costs nothing at search
+   time either: the corrected centroids replace the index's own.
 
 Only validation splits are read; each set is searched in an index without its evaluated
 titles (`taxonomy_representations.validation_sets`).
@@ -59,6 +64,9 @@ AD_REPEATS = 3
 CROSS_WEIGHTS = (0.25, 0.5, 0.75)
 BIAS_PENALTIES = (1e-4, 1e-3, 1e-2)
 BIAS_SCALES = (0.5, 1.0)
+PROTOTYPE_PENALTIES = (1e-5, 1e-4, 1e-3)
+PROTOTYPE_EPOCHS = 8
+NOISY_PROTOTYPE_QUERIES = 15000
 
 
 def validation_sets() -> list[tuple[str, list[str], list[str], list[str], list[str]]]:
@@ -245,18 +253,26 @@ def cross_encoder(args: argparse.Namespace) -> list[dict]:
 # -- 2. per-occupation bias ---------------------------------------------------------------------
 
 
-def leave_one_out_scores(
+def leave_one_out_exemplar(
     index: FusionIndex, masked_rows: dict[str, list[int]], queries, query_titles
 ) -> np.ndarray:
-    """Fused scores with each query's own title masked from every occupation's exemplars
-    (`masked_rows`: normalised title -> its entry rows, O*NET titles left out, since every
-    index keeps those)."""
+    """Best-exemplar scores with each query's own title masked from every occupation's
+    exemplars (`masked_rows`: normalised title -> its entry rows, O*NET titles left out, since
+    every index keeps those)."""
     exemplar = np.empty((len(queries), index.n_occupations), dtype=np.float32)
     for start in range(0, len(queries), 256):
         similarities = queries[start : start + 256] @ index.entry_vectors.T
         for row, title in enumerate(query_titles[start : start + 256]):
             similarities[row, masked_rows.get(title, [])] = -1.0
         exemplar[start : start + 256] = np.maximum.reduceat(similarities, index.starts, axis=1)
+    return exemplar
+
+
+def leave_one_out_scores(
+    index: FusionIndex, masked_rows: dict[str, list[int]], queries, query_titles
+) -> np.ndarray:
+    """Fused scores with each query's own title masked from every occupation's exemplars."""
+    exemplar = leave_one_out_exemplar(index, masked_rows, queries, query_titles)
     weight = index.centroid_weight
     return weight * (queries @ index.centroids.T) + (1 - weight) * exemplar
 
@@ -283,14 +299,7 @@ def occupation_bias(args: argparse.Namespace) -> list[dict]:
     cache_dir = Settings.load().index_cache_dir
     held_out = held_out_reported_titles(taxonomy)
     index = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", held_out)
-    entries = occupation_entries(taxonomy, "title_blend", held_out)
-    n = len(taxonomy)
-    masked_rows: dict[str, list[int]] = {}
-    pairs = zip(entries.texts[:-n], entries.positions[:-n], strict=True)
-    for row, (text, position) in enumerate(pairs):
-        title = normalise_title(text)
-        if title != normalise_title(taxonomy.occupations[position].title):
-            masked_rows.setdefault(title, []).append(row)
+    masked_rows, _ = title_rows(taxonomy, occupation_entries(taxonomy, "title_blend", held_out))
     train = train_split_titles()
     titles = list(train["title"])
     noisy = [rewrite.title for rewrite in noise_titles(titles, seed=11, variant=5)]
@@ -320,6 +329,115 @@ def occupation_bias(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+# -- 3. learned occupation prototypes -----------------------------------------------------------
+
+
+def title_rows(
+    taxonomy: Taxonomy, entries
+) -> tuple[dict[str, list[int]], list[tuple[str, int, int]]]:
+    """Each normalised non-O*NET title's entry rows (to mask it leave-one-out), and every such
+    entry as a (title, occupation position, row) training query. O*NET titles are left out of
+    both: every index keeps them, and no evaluated title is one."""
+    n = len(taxonomy)
+    masked_rows: dict[str, list[int]] = {}
+    queries: list[tuple[str, int, int]] = []
+    pairs = zip(entries.texts[:-n], entries.positions[:-n], strict=True)
+    for row, (text, position) in enumerate(pairs):
+        title = normalise_title(text)
+        if title != normalise_title(taxonomy.occupations[position].title):
+            masked_rows.setdefault(title, []).append(row)
+            queries.append((text, int(position), row))
+    return masked_rows, queries
+
+
+def fit_prototypes(
+    queries: np.ndarray,
+    exemplar: np.ndarray,
+    golds: np.ndarray,
+    centroids: np.ndarray,
+    centroid_weight: float,
+    penalty: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A correction to every occupation's centroid, and a bias, learned so that the fused score
+    (centroid weight x query . (centroid + correction) + the rest x leave-one-out best
+    exemplar) ranks the gold first: softmax cross-entropy over all occupations with a learned
+    temperature, L2 on the correction, Adam on mini-batches of 4,096."""
+    torch.manual_seed(42)
+    q, e, y = torch.tensor(queries), torch.tensor(exemplar), torch.tensor(golds)
+    base = torch.tensor(centroids)
+    correction = torch.zeros_like(base, requires_grad=True)
+    bias = torch.zeros(len(base), requires_grad=True)
+    log_temperature = torch.tensor(float(np.log(0.05)), requires_grad=True)
+    optimizer = torch.optim.Adam([correction, bias, log_temperature], lr=0.002)
+    for epoch in range(PROTOTYPE_EPOCHS):
+        losses = []
+        for batch in torch.randperm(len(q)).split(4096):
+            optimizer.zero_grad()
+            fused = (
+                centroid_weight * (q[batch] @ (base + correction).T)
+                + (1 - centroid_weight) * e[batch]
+            )
+            logits = fused / log_temperature.exp() + bias
+            loss = torch.nn.functional.cross_entropy(logits, y[batch])
+            (loss + penalty * (correction**2).sum()).backward()
+            optimizer.step()
+            losses.append(loss.item())
+        size = correction.detach().norm(dim=1).mean().item()
+        print(
+            f"  L2 {penalty}: epoch {epoch + 1} loss {np.mean(losses):.3f} "
+            f"mean correction norm {size:.3f}",
+            flush=True,
+        )
+    with torch.no_grad():
+        return correction.numpy(), (bias * log_temperature.exp()).numpy()
+
+
+def occupation_prototypes(args: argparse.Namespace) -> list[dict]:
+    torch.set_num_threads(2)
+    taxonomy = load_taxonomy()
+    encoder = Encoder("default")
+    cache_dir = Settings.load().index_cache_dir
+    held_out = held_out_reported_titles(taxonomy)
+    index = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", held_out)
+    masked_rows, entry_queries = title_rows(
+        taxonomy, occupation_entries(taxonomy, "title_blend", held_out)
+    )
+    # Training queries: every index title but the O*NET titles, as it is (its vector is the
+    # index's own), and a noisy rewrite of a sample of them, masked by its source title.
+    rng = random.Random(42)
+    sampled = rng.sample(entry_queries, min(NOISY_PROTOTYPE_QUERIES, len(entry_queries)))
+    noisy = noise_titles([title for title, _, _ in sampled], seed=13, variant=1)
+    clean_vectors = index.entry_vectors[[row for _, _, row in entry_queries]]
+    vectors = np.concatenate([clean_vectors, encoder.encode([n.title for n in noisy])])
+    titles = [normalise_title(title) for title, _, _ in entry_queries + sampled]
+    golds = np.array([position for _, position, _ in entry_queries + sampled])
+    print(f"prototype training queries: {len(vectors)} ({len(noisy)} noisy)", flush=True)
+    exemplar = leave_one_out_exemplar(index, masked_rows, vectors, titles)
+    fits = {
+        penalty: fit_prototypes(
+            vectors, exemplar, golds, index.centroids, index.centroid_weight, penalty
+        )
+        for penalty in PROTOTYPE_PENALTIES
+    }
+    results = []
+    for name, queries, gold_codes, excluded, _ in validation_sets():
+        evaluated = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", excluded)
+        query_vectors = encoder.encode(queries)
+        fused = evaluated.scores(query_vectors)
+        routes = {"fusion (shipped)": fused}
+        for penalty, (correction, bias) in fits.items():
+            adjusted = fused + evaluated.centroid_weight * (query_vectors @ correction.T)
+            routes[f"prototypes (L2 {penalty})"] = adjusted
+            routes[f"prototypes + bias (L2 {penalty})"] = adjusted + bias
+        for route, scores in routes.items():
+            ranked = np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH]
+            predictions = [[taxonomy.codes[p] for p in row] for row in ranked]
+            summary = ranking_summary(predictions, gold_codes)
+            print_row(name, route, summary)
+            results.append({"data": name, "route": route, **summary})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -331,8 +449,14 @@ def main() -> None:
     cross.add_argument("--batch", type=int, default=16, help="groups per step")
     cross.add_argument("--learning-rate", type=float, default=5e-5)
     commands.add_parser("occupation-bias", parents=[common])
+    commands.add_parser("prototypes", parents=[common])
     args = parser.parse_args()
-    results = cross_encoder(args) if args.command == "cross-encoder" else occupation_bias(args)
+    run = {
+        "cross-encoder": cross_encoder,
+        "occupation-bias": occupation_bias,
+        "prototypes": occupation_prototypes,
+    }[args.command]
+    results = run(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

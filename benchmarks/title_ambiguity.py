@@ -31,18 +31,7 @@ import pandas as pd
 
 from onet_llm.shortlist.index import normalise_title
 from onet_llm.taxonomy import load_taxonomy
-
-
-def listed_occupations() -> dict[str, set[str]]:
-    """Every occupation O*NET lists each normalised title under."""
-    taxonomy = load_taxonomy()
-    listed: dict[str, set[str]] = defaultdict(set)
-    for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
-        for code, title in zip(table["onet_code"], table["title"], strict=True):
-            listed[normalise_title(title)].add(code)
-    for code in taxonomy.codes:
-        listed[normalise_title(taxonomy.title(code))].add(code)
-    return listed
+from onet_llm.train.data import codes_listing_titles
 
 
 def read_predictions(report: Path, mode: str) -> list[dict]:
@@ -97,7 +86,9 @@ def main() -> None:
         source = dict(zip(frame["id"], frame["source_title"], strict=True))
     for row in rows:
         row["key"] = normalise_title(source.get(row["id"], row["title"]))
-    figures = ambiguity_figures(rows, listed_occupations())
+    figures = ambiguity_figures(
+        rows, codes_listing_titles(load_taxonomy(), include_occupation_titles=True)
+    )
     print(f"{arguments.report} ({arguments.mode})")
     for name, value in figures.items():
         print(f"  {name}: {value:.3f}" if isinstance(value, float) else f"  {name}: {value:,}")

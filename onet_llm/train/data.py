@@ -277,13 +277,19 @@ def posting_pairs(postings: pd.DataFrame, repeats: int) -> list[TrainingPair]:
     return pairs * max(1, repeats)
 
 
-def codes_listing_titles(taxonomy: Taxonomy) -> dict[str, set[str]]:
-    """Normalised alternate or reported title -> every occupation that lists it. An anchor is
-    genuinely ambiguous among these, so none of them may be its negative."""
+def codes_listing_titles(
+    taxonomy: Taxonomy, include_occupation_titles: bool = False
+) -> dict[str, set[str]]:
+    """Normalised alternate or reported title (and, if asked, each occupation's own O*NET
+    title) -> every occupation that lists it. An anchor is genuinely ambiguous among these, so
+    none of them may be its negative; a prediction at any of them is one O*NET itself allows."""
     codes_of_title: dict[str, set[str]] = {}
     for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
         for code, title in zip(table["onet_code"], table["title"], strict=True):
             codes_of_title.setdefault(normalise_title(title), set()).add(code)
+    if include_occupation_titles:
+        for occupation in taxonomy.occupations:
+            codes_of_title.setdefault(normalise_title(occupation.title), set()).add(occupation.code)
     return codes_of_title
 
 

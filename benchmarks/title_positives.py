@@ -26,6 +26,7 @@ import onet_llm.train.trainer as trainer
 from onet_llm.shortlist.index import normalise_title
 from onet_llm.taxonomy import Taxonomy
 from onet_llm.train.data import TrainingPair, held_out_reported_titles
+from onet_llm.train.mix import trainable_titles
 
 TITLE_SOURCES = {"alternate_title", "reported_title", "noisy_title", "posting_title"}
 SWAP_SEED = 4242
@@ -34,14 +35,13 @@ SWAP_SEED = 4242
 def titles_by_occupation(taxonomy: Taxonomy) -> dict[str, list[tuple[str, str]]]:
     """Occupation code -> its (normalised, written) alternate and reported titles, held-out
     (validation and test) reported titles left out."""
-    held_out = {normalise_title(title) for title in held_out_reported_titles(taxonomy)}
-    pool: dict[str, dict[str, str]] = {}
-    for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
-        for code, title in zip(table["onet_code"], table["title"], strict=True):
-            key = normalise_title(title)
-            if key not in held_out:
-                pool.setdefault(code, {}).setdefault(key, title)
-    return {code: list(titles.items()) for code, titles in pool.items()}
+    trainable = trainable_titles(
+        taxonomy, held_out_reported_titles(taxonomy), include_occupation_titles=False
+    )
+    return {
+        code: [(normalise_title(title), title) for title in titles]
+        for code, titles in trainable.items()
+    }
 
 
 def title_positive_datasets(share: float):

@@ -41,9 +41,12 @@ def _pair(anchor: str, code: str, source: str) -> TrainingPair:
     return TrainingPair(anchor, code, source)
 
 
-def trainable_titles(taxonomy: Taxonomy, held_out: Iterable[str]) -> dict[str, list[str]]:
+def trainable_titles(
+    taxonomy: Taxonomy, held_out: Iterable[str], include_occupation_titles: bool = True
+) -> dict[str, list[str]]:
     """Per occupation, its distinct alternate and reported titles that may be trained on:
-    never a held-out (validation or test) reported title, wherever it also occurs."""
+    never a held-out (validation or test) reported title, wherever it also occurs. Its own
+    O*NET title comes last unless it is already there or `include_occupation_titles` is off."""
     excluded = {normalise_title(title) for title in held_out}
     grouped: dict[str, dict[str, str]] = {}
     for table in (taxonomy.alternate_titles, taxonomy.reported_titles):
@@ -51,10 +54,11 @@ def trainable_titles(taxonomy: Taxonomy, held_out: Iterable[str]) -> dict[str, l
             key = normalise_title(title)
             if key not in excluded:
                 grouped.setdefault(code, {}).setdefault(key, title)
-    for occupation in taxonomy.occupations:
-        grouped.setdefault(occupation.code, {}).setdefault(
-            normalise_title(occupation.title), occupation.title
-        )
+    if include_occupation_titles:
+        for occupation in taxonomy.occupations:
+            grouped.setdefault(occupation.code, {}).setdefault(
+                normalise_title(occupation.title), occupation.title
+            )
     return {code: list(titles.values()) for code, titles in sorted(grouped.items())}
 
 

@@ -253,6 +253,24 @@ def cross_encoder(args: argparse.Namespace) -> list[dict]:
 # -- 2. per-occupation bias ---------------------------------------------------------------------
 
 
+def title_rows(
+    taxonomy: Taxonomy, entries
+) -> tuple[dict[str, list[int]], list[tuple[str, int, int]]]:
+    """Each normalised non-O*NET title's entry rows (to mask it leave-one-out), and every such
+    entry as a (title, occupation position, row) training query. O*NET titles are left out of
+    both: every index keeps them, and no evaluated title is one."""
+    n = len(taxonomy)
+    masked_rows: dict[str, list[int]] = {}
+    queries: list[tuple[str, int, int]] = []
+    pairs = zip(entries.texts[:-n], entries.positions[:-n], strict=True)
+    for row, (text, position) in enumerate(pairs):
+        title = normalise_title(text)
+        if title != normalise_title(taxonomy.occupations[position].title):
+            masked_rows.setdefault(title, []).append(row)
+            queries.append((text, int(position), row))
+    return masked_rows, queries
+
+
 def leave_one_out_exemplar(
     index: FusionIndex, masked_rows: dict[str, list[int]], queries, query_titles
 ) -> np.ndarray:
@@ -330,24 +348,6 @@ def occupation_bias(args: argparse.Namespace) -> list[dict]:
 
 
 # -- 3. learned occupation prototypes -----------------------------------------------------------
-
-
-def title_rows(
-    taxonomy: Taxonomy, entries
-) -> tuple[dict[str, list[int]], list[tuple[str, int, int]]]:
-    """Each normalised non-O*NET title's entry rows (to mask it leave-one-out), and every such
-    entry as a (title, occupation position, row) training query. O*NET titles are left out of
-    both: every index keeps them, and no evaluated title is one."""
-    n = len(taxonomy)
-    masked_rows: dict[str, list[int]] = {}
-    queries: list[tuple[str, int, int]] = []
-    pairs = zip(entries.texts[:-n], entries.positions[:-n], strict=True)
-    for row, (text, position) in enumerate(pairs):
-        title = normalise_title(text)
-        if title != normalise_title(taxonomy.occupations[position].title):
-            masked_rows.setdefault(title, []).append(row)
-            queries.append((text, int(position), row))
-    return masked_rows, queries
 
 
 def fit_prototypes(

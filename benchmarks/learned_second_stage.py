@@ -69,11 +69,30 @@ PROTOTYPE_EPOCHS = 8
 NOISY_PROTOTYPE_QUERIES = 15000
 
 
-def validation_sets() -> list[tuple[str, list[str], list[str], list[str], list[str]]]:
+def representations():
+    """`benchmarks/taxonomy_representations.py`, whose validation sets and top-codes ranking
+    every route here is scored with."""
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from taxonomy_representations import validation_sets as sets
+    import taxonomy_representations
 
-    return sets()
+    return taxonomy_representations
+
+
+def validation_sets() -> list[tuple[str, list[str], list[str], list[str], list[str]]]:
+    return representations().validation_sets()
+
+
+def route_figures(
+    name: str, routes: dict[str, np.ndarray], codes: list[str], golds: list[str]
+) -> list[dict]:
+    """Each route's figures on one validation set (its (queries x occupations) scores ranked
+    to a shortlist of 20), printed as they come."""
+    results = []
+    for route, scores in routes.items():
+        summary = ranking_summary(representations().top_codes(scores, codes, DEPTH), golds)
+        print_row(name, route, summary)
+        results.append({"data": name, "route": route, **summary})
+    return results
 
 
 def train_split_titles() -> pd.DataFrame:
@@ -334,16 +353,11 @@ def occupation_bias(args: argparse.Namespace) -> list[dict]:
         fused = load_or_build_index(encoder, taxonomy, cache_dir, "fusion", excluded).scores(
             encoder.encode(queries)
         )
-        routes = {"fusion (shipped)": 0.0}
+        routes = {"fusion (shipped)": fused}
         for penalty, bias in biases.items():
             for scale in BIAS_SCALES:
-                routes[f"+ {scale} x bias (L2 {penalty})"] = scale * bias
-        for route, added in routes.items():
-            ranked = np.argsort(-(fused + added), axis=1, kind="stable")[:, :DEPTH]
-            predictions = [[taxonomy.codes[p] for p in row] for row in ranked]
-            summary = ranking_summary(predictions, gold_codes)
-            print_row(name, route, summary)
-            results.append({"data": name, "route": route, **summary})
+                routes[f"+ {scale} x bias (L2 {penalty})"] = fused + scale * bias
+        results += route_figures(name, routes, taxonomy.codes, gold_codes)
     return results
 
 
@@ -429,12 +443,7 @@ def occupation_prototypes(args: argparse.Namespace) -> list[dict]:
             adjusted = fused + evaluated.centroid_weight * (query_vectors @ correction.T)
             routes[f"prototypes (L2 {penalty})"] = adjusted
             routes[f"prototypes + bias (L2 {penalty})"] = adjusted + bias
-        for route, scores in routes.items():
-            ranked = np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH]
-            predictions = [[taxonomy.codes[p] for p in row] for row in ranked]
-            summary = ranking_summary(predictions, gold_codes)
-            print_row(name, route, summary)
-            results.append({"data": name, "route": route, **summary})
+        results += route_figures(name, routes, taxonomy.codes, gold_codes)
     return results
 
 

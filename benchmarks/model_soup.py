@@ -59,12 +59,13 @@ def averaged_weights(ingredients: list[tuple[Path, float]]) -> dict[str, torch.T
 
 
 def write_soup(out: Path, ingredients: list[tuple[Path, float]]) -> None:
-    """Copy the first ingredient's configuration and tokenizer, then its averaged weights."""
+    """Copy the first ingredient's configuration and tokenizer (not its weights or its model and
+    training cards, which describe that model alone), then write the averaged weights."""
     template = ingredients[0][0]
     out.mkdir(parents=True, exist_ok=True)
     for file in template.rglob("*"):
         relative = file.relative_to(template)
-        if file.is_dir() or relative.name in {WEIGHTS_FILE, "training_card.json"}:
+        if file.is_dir() or relative.name in {WEIGHTS_FILE, "training_card.json", "README.md"}:
             continue
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         (out / relative).write_bytes(file.read_bytes())

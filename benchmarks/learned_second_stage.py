@@ -36,6 +36,7 @@ import json
 import random
 import sys
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +70,10 @@ PROTOTYPE_EPOCHS = 8
 NOISY_PROTOTYPE_QUERIES = 15000
 
 
+@cache
 def representations():
     """`benchmarks/taxonomy_representations.py`, whose validation sets and top-codes ranking
-    every route here is scored with."""
+    every route here is scored with (loaded once: `sys.path` gets the folder once)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import taxonomy_representations
 
